@@ -1,0 +1,140 @@
+"""Encode and decode one log record.  ``docs/format.md`` is the prose version of this file.
+
+A record is a fixed 32-byte header followed by a payload::
+
+    offset size field
+    0      8    checksum     xxh3-64 of bytes [8, 32 + payload_len): header tail and payload
+    8      2    magic        0xEDC5, lets recovery find the next record after damage
+    10     1    flags        TOMBSTONE | COMPRESSED | ENCRYPTED | CATALOG
+    11     1    key_id       encryption key id (0 when the payload is plaintext)
+    12     4    payload_len  bytes of payload that follow the header
+    16     8    seq          store-wide sequence number, strictly increasing in log order
+    24     8    expire_ms    expiration, milliseconds since the epoch; 0 = never
+
+    payload (plaintext form; COMPRESSED/ENCRYPTED transform it as a whole, see payload codec):
+    0      2    ns           namespace number (0 is the catalog, user namespaces start at 1)
+    2      2    key_len
+    4      2    meta_len     bytes of metadata JSON text (0 = no metadata)
+    6      ...  key, metadata, value
+
+All integers are little-endian.  The checksum covers the header too, so a flipped length,
+sequence number or expiration is caught exactly like a flipped value byte.
+"""
+
+from __future__ import annotations
+
+import struct
+from typing import NamedTuple
+
+import xxhash
+
+HEADER = struct.Struct("<QHBBIQQ")
+HEADER_SIZE = HEADER.size  # 32
+HEADER_TAIL = struct.Struct("<HBBIQQ")  # the header without its checksum
+PAYLOAD_PREFIX = struct.Struct("<HHH")
+PAYLOAD_PREFIX_SIZE = PAYLOAD_PREFIX.size  # 6
+CHECKSUM = struct.Struct("<Q")
+
+RECORD_MAGIC = 0xEDC5
+MAGIC_BYTES = struct.pack("<H", RECORD_MAGIC)
+
+FLAG_TOMBSTONE = 0x01
+FLAG_COMPRESSED = 0x02
+FLAG_ENCRYPTED = 0x04
+FLAG_CATALOG = 0x08  # a namespace catalog entry (ns 0), not user data
+KNOWN_FLAGS = FLAG_TOMBSTONE | FLAG_COMPRESSED | FLAG_ENCRYPTED | FLAG_CATALOG
+
+MAX_PAYLOAD = 0xFFFFFFFF
+
+_checksum = xxhash.xxh3_64_intdigest
+
+
+class Record(NamedTuple):
+    """A decoded, checksum-verified record."""
+
+    seq: int
+    flags: int
+    expire_ms: int
+    ns: int
+    key: bytes
+    metadata: bytes  # JSON text, b"" when absent
+    value: bytes
+
+    @property
+    def tombstone(self) -> bool:
+        return bool(self.flags & FLAG_TOMBSTONE)
+
+
+class RecordHeader(NamedTuple):
+    checksum: int
+    magic: int
+    flags: int
+    key_id: int
+    payload_len: int
+    seq: int
+    expire_ms: int
+
+
+def encode(seq: int, flags: int, expire_ms: int, ns: int, key: bytes, metadata: bytes,
+           value: bytes, key_id: int = 0) -> bytes:
+    """Return the record as one bytes object, ready to append."""
+    payload_len = PAYLOAD_PREFIX_SIZE + len(key) + len(metadata) + len(value)
+    body = b"".join((
+        HEADER_TAIL.pack(RECORD_MAGIC, flags, key_id, payload_len, seq, expire_ms),
+        PAYLOAD_PREFIX.pack(ns, len(key), len(metadata)),
+        key, metadata, value,
+    ))
+    return CHECKSUM.pack(_checksum(body)) + body
+
+
+def encode_parts(seq: int, flags: int, expire_ms: int, ns: int, key: bytes, metadata: bytes,
+                 value, key_id: int = 0) -> tuple[list, int]:
+    """Return ``(buffers, total_size)`` without concatenating the value.
+
+    Large values go to ``os.writev`` as they are, so a 25 MiB put is never copied into a
+    second buffer just to prepend a header.
+    """
+    prefix = PAYLOAD_PREFIX.pack(ns, len(key), len(metadata))
+    payload_len = len(prefix) + len(key) + len(metadata) + len(value)
+    tail = HEADER_TAIL.pack(RECORD_MAGIC, flags, key_id, payload_len, seq, expire_ms)
+    hasher = xxhash.xxh3_64()
+    for part in (tail, prefix, key, metadata, value):
+        hasher.update(part)
+    head = CHECKSUM.pack(hasher.intdigest()) + tail + prefix
+    return [head, key, metadata, value], HEADER_SIZE + payload_len
+
+
+def parse_header(buf, offset: int = 0) -> RecordHeader:
+    return RecordHeader._make(HEADER.unpack_from(buf, offset))
+
+
+def verify(buf, offset: int, payload_len: int, checksum: int) -> bool:
+    """True when the stored checksum matches the bytes of the record at ``offset``."""
+    view = memoryview(buf)[offset + 8: offset + HEADER_SIZE + payload_len]
+    try:
+        return _checksum(view) == checksum
+    finally:
+        view.release()
+
+
+def decode_payload(payload) -> tuple[int, bytes, bytes, bytes]:
+    """Split a plaintext payload into ``(ns, key, metadata, value)``; raises ValueError if malformed."""
+    if len(payload) < PAYLOAD_PREFIX_SIZE:
+        raise ValueError("payload shorter than its prefix")
+    ns, key_len, meta_len = PAYLOAD_PREFIX.unpack_from(payload, 0)
+    key_end = PAYLOAD_PREFIX_SIZE + key_len
+    meta_end = key_end + meta_len
+    if meta_end > len(payload):
+        raise ValueError("key and metadata lengths exceed the payload")
+    payload = bytes(payload) if not isinstance(payload, bytes) else payload
+    return ns, payload[PAYLOAD_PREFIX_SIZE:key_end], payload[key_end:meta_end], payload[meta_end:]
+
+
+def decode_key_meta(payload) -> tuple[int, bytes, bytes]:
+    """Just ``(ns, key, metadata)``: recovery needs no value, so it does not copy one."""
+    ns, key_len, meta_len = PAYLOAD_PREFIX.unpack_from(payload, 0)
+    key_end = PAYLOAD_PREFIX_SIZE + key_len
+    meta_end = key_end + meta_len
+    if meta_end > len(payload):
+        raise ValueError("key and metadata lengths exceed the payload")
+    return ns, bytes(payload[PAYLOAD_PREFIX_SIZE:key_end]), bytes(payload[key_end:meta_end])

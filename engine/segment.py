@@ -1,0 +1,255 @@
+"""Segment files: append-only logs of records, read by ``pread`` and scanned at recovery.
+
+A segment starts with a 16-byte header (magic ``EDGEKVSG``, format version, flags, segment
+number) and then holds records back to back (``engine/record.py``).
+
+Recovery follows LevelDB's rule for telling a torn write from corruption:
+
+* a record that is incomplete or fails its checksum, with **no valid record after it**, at the
+  end of the *last* segment is a write that never finished: the log ends there and the tail is
+  truncated;
+* any other bad record is corruption: it is reported with its segment and offset, skipped, and
+  the scan resynchronises on the next record whose magic and checksum are valid.  Resync
+  matters because a flipped length byte would otherwise hide every record after it.
+"""
+
+from __future__ import annotations
+
+import errno
+import mmap
+import os
+import struct
+from dataclasses import dataclass
+from typing import Iterator
+
+from . import record as rec
+from .errors import StoreError, WriteFailedError
+
+SEGMENT_MAGIC = b"EDGEKVSG"
+FORMAT_VERSION = 1
+SEGMENT_HEADER = struct.Struct("<8sHHI")
+SEGMENT_HEADER_SIZE = SEGMENT_HEADER.size  # 16
+SEGMENT_SUFFIX = ".seg"
+
+
+def segment_name(seg_no: int) -> str:
+    return f"{seg_no:08d}{SEGMENT_SUFFIX}"
+
+
+def parse_segment_name(name: str) -> int | None:
+    if not name.endswith(SEGMENT_SUFFIX):
+        return None
+    stem = name[: -len(SEGMENT_SUFFIX)]
+    return int(stem) if stem.isdigit() else None
+
+
+def fsync_dir(path: str) -> None:
+    """Make a create, rename or unlink in ``path`` durable."""
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+class SegmentFile:
+    """One open segment: appends go to the end, reads are positional and lock-free."""
+
+    __slots__ = ("path", "seg_no", "fd", "size", "sealed")
+
+    def __init__(self, path: str, seg_no: int, fd: int, size: int, sealed: bool) -> None:
+        self.path = path
+        self.seg_no = seg_no
+        self.fd = fd
+        self.size = size
+        self.sealed = sealed
+
+    @classmethod
+    def create(cls, directory: str, seg_no: int) -> "SegmentFile":
+        path = os.path.join(directory, segment_name(seg_no))
+        fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_EXCL, 0o600)
+        header = SEGMENT_HEADER.pack(SEGMENT_MAGIC, FORMAT_VERSION, 0, seg_no)
+        try:
+            _write_all(fd, [header])
+            os.fsync(fd)
+        except OSError:
+            os.close(fd)
+            raise
+        fsync_dir(directory)
+        return cls(path, seg_no, fd, SEGMENT_HEADER_SIZE, sealed=False)
+
+    @classmethod
+    def open_existing(cls, path: str, seg_no: int, writable: bool) -> "SegmentFile":
+        fd = os.open(path, os.O_RDWR if writable else os.O_RDONLY)
+        header = os.pread(fd, SEGMENT_HEADER_SIZE, 0)
+        if len(header) < SEGMENT_HEADER_SIZE:
+            os.close(fd)
+            raise StoreError(f"segment {path} is shorter than its {SEGMENT_HEADER_SIZE}-byte header")
+        magic, version, _flags, stored_no = SEGMENT_HEADER.unpack(header)
+        if magic != SEGMENT_MAGIC:
+            os.close(fd)
+            raise StoreError(f"{path} is not an edgekv segment (bad magic {magic!r})")
+        if version != FORMAT_VERSION:
+            os.close(fd)
+            raise StoreError(f"segment {path} has format version {version}; "
+                             f"this edgekv reads version {FORMAT_VERSION}")
+        if stored_no != seg_no:
+            os.close(fd)
+            raise StoreError(f"segment {path} says it is number {stored_no}, its name says {seg_no}")
+        size = os.fstat(fd).st_size
+        return cls(path, seg_no, fd, size, sealed=not writable)
+
+    def append(self, buffers: list) -> int:
+        """Write ``buffers`` at the end; return the offset they start at."""
+        offset = self.size
+        try:
+            written = _write_all(self.fd, buffers)
+        except OSError as exc:
+            # Undo a partial append so the next record does not land after garbage.
+            self._rollback(offset)
+            raise WriteFailedError(_describe_os_error("write to", self.path, exc)) from exc
+        self.size = offset + written
+        return offset
+
+    def _rollback(self, offset: int) -> None:
+        try:
+            os.ftruncate(self.fd, offset)
+            os.lseek(self.fd, offset, os.SEEK_SET)
+        except OSError:
+            pass
+
+    def sync(self) -> None:
+        try:
+            os.fsync(self.fd)
+        except OSError as exc:
+            raise WriteFailedError(_describe_os_error("fsync", self.path, exc)) from exc
+
+    def read(self, offset: int, size: int) -> bytes:
+        return os.pread(self.fd, size, offset)
+
+    def truncate(self, size: int) -> None:
+        os.ftruncate(self.fd, size)
+        os.fsync(self.fd)
+        self.size = size
+
+    def close(self) -> None:
+        if self.fd >= 0:
+            os.close(self.fd)
+            self.fd = -1
+
+
+def _write_all(fd: int, buffers: list) -> int:
+    """``writev`` until every byte is out: a short write is legal and must not lose the rest."""
+    total = sum(len(b) for b in buffers)
+    if len(buffers) == 1:
+        written = os.write(fd, buffers[0])
+    else:
+        written = os.writev(fd, buffers)
+    if written == total:
+        return total
+    data = memoryview(b"".join(bytes(b) for b in buffers))
+    while written < total:
+        n = os.write(fd, data[written:])
+        if n <= 0:
+            raise OSError(errno.EIO, "short write")
+        written += n
+    return total
+
+
+def _describe_os_error(action: str, path: str, exc: OSError) -> str:
+    reason = os.strerror(exc.errno) if exc.errno else str(exc)
+    return f"could not {action} {path}: {reason}"
+
+
+# --------------------------------------------------------------------------- scanning
+
+
+@dataclass(frozen=True, slots=True)
+class ScannedRecord:
+    offset: int
+    header: rec.RecordHeader
+    payload: memoryview  # valid only until the scan moves on
+
+
+@dataclass(frozen=True, slots=True)
+class Damage:
+    """Bytes that are not a valid record; ``length`` bytes from ``offset`` were skipped."""
+
+    seg_no: int
+    offset: int
+    length: int
+    reason: str
+    torn_tail: bool = False
+
+
+def _valid_at(buf, offset: int, end: int) -> rec.RecordHeader | None:
+    if offset + rec.HEADER_SIZE > end:
+        return None
+    header = rec.parse_header(buf, offset)
+    if header.magic != rec.RECORD_MAGIC or header.flags & ~rec.KNOWN_FLAGS:
+        return None
+    if offset + rec.HEADER_SIZE + header.payload_len > end:
+        return None
+    if not rec.verify(buf, offset, header.payload_len, header.checksum):
+        return None
+    return header
+
+
+def _resync(buf, start: int, end: int) -> int | None:
+    """Offset of the next valid record after ``start``, or None."""
+    pos = start
+    magic = rec.MAGIC_BYTES
+    while True:
+        hit = buf.find(magic, pos + 1, end)
+        if hit < 0:
+            return None
+        candidate = hit - 8
+        if candidate > start and _valid_at(buf, candidate, end) is not None:
+            return candidate
+        pos = hit
+
+
+def scan(segment: SegmentFile, is_last: bool) -> Iterator[ScannedRecord | Damage]:
+    """Yield every valid record of ``segment`` in order, and a Damage for every bad stretch.
+
+    A torn tail (only possible when ``is_last``) is yielded as ``Damage(torn_tail=True)`` and
+    ends the scan; the caller truncates the file at its offset.
+    """
+    end = os.fstat(segment.fd).st_size
+    if end <= SEGMENT_HEADER_SIZE:
+        return
+    with mmap.mmap(segment.fd, end, access=mmap.ACCESS_READ) as buf:
+        offset = SEGMENT_HEADER_SIZE
+        while offset < end:
+            header = _valid_at(buf, offset, end)
+            if header is not None:
+                payload_start = offset + rec.HEADER_SIZE
+                payload_end = payload_start + header.payload_len
+                view = memoryview(buf)[payload_start:payload_end]
+                try:
+                    yield ScannedRecord(offset, header, view)
+                finally:
+                    view.release()
+                offset = payload_end
+                continue
+            reason = _diagnose(buf, offset, end)
+            nxt = _resync(buf, offset, end)
+            if nxt is None:
+                yield Damage(segment.seg_no, offset, end - offset, reason, torn_tail=is_last)
+                return
+            yield Damage(segment.seg_no, offset, nxt - offset, reason)
+            offset = nxt
+
+
+def _diagnose(buf, offset: int, end: int) -> str:
+    if offset + rec.HEADER_SIZE > end:
+        return f"incomplete header ({end - offset} of {rec.HEADER_SIZE} bytes)"
+    header = rec.parse_header(buf, offset)
+    if header.magic != rec.RECORD_MAGIC:
+        return f"bad record magic 0x{header.magic:04x}"
+    if header.flags & ~rec.KNOWN_FLAGS:
+        return f"unknown flags 0x{header.flags:02x}"
+    if offset + rec.HEADER_SIZE + header.payload_len > end:
+        return (f"record claims {header.payload_len} payload bytes, "
+                f"only {end - offset - rec.HEADER_SIZE} remain")
+    return "checksum mismatch"

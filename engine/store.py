@@ -1,0 +1,680 @@
+"""The store: open and recover a data directory, the write path, the read path, namespaces.
+
+Theory of operation
+-------------------
+A data directory holds a lock file and numbered segment files.  Every change, user data and
+namespace catalog alike, is a record appended to the *active* (highest-numbered) segment; when
+it passes ``segment_bytes`` it is fsynced, sealed and a new one started.  Nothing is ever
+rewritten in place.
+
+In memory the store keeps the index (every live key, sorted, to a packed location), the
+expirations (only for keys that have one), the metadata JSON of keys that have some (so ``list``
+never touches the disk) and the catalog.  Opening rebuilds all of it by scanning the segments;
+when a key appears several times the record with the highest sequence number wins, so the
+outcome does not depend on the order segments are read in.
+
+Writes take ``_lock``, append, update the index and release it; under ``fsync="always"`` the
+caller then waits for group commit (``engine/durability.py``), outside the lock, so other
+writers append meanwhile and share the next fsync.  Reads take the lock only to look the key
+up, then ``pread`` the record and verify its checksum: bad bytes raise ``CorruptionError``.
+
+Everything here is safe to call from several threads.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import threading
+import time
+from dataclasses import dataclass, field
+from typing import Callable, Iterable
+
+from . import record as rec
+from . import semantics
+from .catalog import CATALOG_NS, DEFAULT_TITLE, Catalog, NamespaceInfo, encode_deletion, encode_entry
+from .durability import GroupCommit
+from .errors import (CorruptionError, KVError, NamespaceNotFoundError, StoreClosedError,
+                     StoreError, TooManyRequestsError, WriteFailedError)
+from .expiry import ExpiryTracker
+from .index import (KeyIndex, MAX_SEGMENT_NO, index_key, location_segment, ns_prefix,
+                    pack_location, unpack_location)
+from .lockfile import DirectoryLock
+from .segment import Damage, SegmentFile, fsync_dir, parse_segment_name, scan
+
+log = logging.getLogger("edgekv.engine")
+
+MIB = 1024 * 1024
+DEFAULT_SEGMENT_BYTES = 64 * MIB
+MAX_SEGMENT_BYTES = 128 * MIB  # record offsets must stay below 2**28 (see engine/index.py)
+_LARGE_VALUE = 64 * 1024  # values this big are written with writev instead of being copied
+_IOV_BATCH = 512  # buffers per writev call; Linux's IOV_MAX is 1024
+
+
+def _system_clock_ms() -> int:
+    return time.time_ns() // 1_000_000
+
+
+@dataclass(slots=True)
+class Entry:
+    """A live key as stored: raw value bytes, expiration (epoch ms, 0 = none), metadata JSON."""
+
+    key: bytes
+    value: bytes
+    expire_ms: int
+    metadata: bytes
+    seq: int
+
+
+@dataclass(slots=True)
+class Write:
+    """One record to append.  ``value`` may be bytes, bytearray or memoryview."""
+
+    ns: int
+    key: bytes
+    value: object = b""
+    expire_ms: int = 0
+    metadata: bytes = b""
+    tombstone: bool = False
+    catalog: bool = False
+
+
+@dataclass
+class RecoveryReport:
+    segments: int = 0
+    records: int = 0
+    live_keys: int = 0
+    seconds: float = 0.0
+    truncated: list[Damage] = field(default_factory=list)
+    corrupt: list[Damage] = field(default_factory=list)
+
+
+class Store:
+    """An open data directory.  Use ``Store.open(path)``; close it (or use ``with``)."""
+
+    def __init__(self, path: str, *, fsync: str, segment_bytes: int, limits: semantics.Limits,
+                 clock: Callable[[], int] | None, write_rate_limit: bool) -> None:
+        if not 4096 <= segment_bytes <= MAX_SEGMENT_BYTES:
+            raise ValueError(f"segment_bytes must be between 4096 and {MAX_SEGMENT_BYTES}, "
+                             f"got {segment_bytes}")
+        self.path = os.path.abspath(path)
+        self.limits = limits
+        self.segment_bytes = segment_bytes
+        self.clock_ms = clock or _system_clock_ms
+        self.write_rate_limit = write_rate_limit
+        self._lock = threading.RLock()
+        self._dir_lock = DirectoryLock(self.path)
+        self._segments: dict[int, SegmentFile] = {}
+        self._active: SegmentFile | None = None
+        self._index = KeyIndex()
+        self._expiry = ExpiryTracker()
+        self._metadata: dict[bytes, bytes] = {}
+        self._catalog = Catalog()
+        self._catalog_locations: dict[str, int] = {}
+        self._ns_key_counts: dict[int, int] = {}
+        self._dead_bytes: dict[int, int] = {}
+        self._last_write_ms: dict[bytes, int] = {}
+        self._seq = 0
+        self._closed = True
+        self._commit = GroupCommit(self._sync_active, fsync)
+        self.recovery = RecoveryReport()
+
+    # ------------------------------------------------------------------ lifecycle
+
+    @classmethod
+    def open(cls, path: str, *, fsync: str = "always", segment_bytes: int = DEFAULT_SEGMENT_BYTES,
+             limits: semantics.Limits | None = None, clock: Callable[[], int] | None = None,
+             write_rate_limit: bool = False) -> "Store":
+        """Open (creating if needed) the data directory at ``path`` and recover its contents.
+
+        ``fsync``: ``always`` (default; a write returns once it is on disk), ``everysec`` or
+        ``no``.  ``clock``: a function returning epoch milliseconds, for tests.
+        """
+        os.makedirs(path, exist_ok=True)
+        store = cls(path, fsync=fsync, segment_bytes=segment_bytes,
+                    limits=limits or semantics.DEFAULT_LIMITS, clock=clock,
+                    write_rate_limit=write_rate_limit)
+        store._dir_lock.acquire()
+        try:
+            store._recover()
+            store._closed = False
+            if DEFAULT_TITLE not in store._catalog.by_title:
+                store.create_namespace(DEFAULT_TITLE)
+        except BaseException:
+            store._release_files()
+            raise
+        return store
+
+    def close(self) -> None:
+        """Fsync what was written, close the files and release the directory lock."""
+        with self._lock:
+            if self._closed:
+                return
+            self._closed = True
+            try:
+                if self._commit.failure is None and self._active is not None:
+                    self._active.sync()
+            finally:
+                self._release_files()
+
+    def _release_files(self) -> None:
+        self._commit.stop()
+        for seg in self._segments.values():
+            seg.close()
+        self._segments.clear()
+        self._active = None
+        self._dir_lock.release()
+
+    def __enter__(self) -> "Store":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    @property
+    def closed(self) -> bool:
+        return self._closed
+
+    # ------------------------------------------------------------------ recovery
+
+    def _recover(self) -> None:
+        started = time.perf_counter()
+        numbers = sorted(n for n in (parse_segment_name(name) for name in os.listdir(self.path))
+                         if n is not None)
+        report = self.recovery
+        # ikey -> (seq, location or None for a tombstone, expire_ms, metadata)
+        latest: dict[bytes, tuple] = {}
+        catalog_latest: dict[str, tuple] = {}
+        for position, seg_no in enumerate(numbers):
+            is_last = position == len(numbers) - 1
+            seg = SegmentFile.open_existing(os.path.join(self.path, f"{seg_no:08d}.seg"), seg_no,
+                                            writable=is_last)
+            self._segments[seg_no] = seg
+            report.segments += 1
+            for item in scan(seg, is_last):
+                if isinstance(item, Damage):
+                    self._note_damage(seg, item, report)
+                    continue
+                report.records += 1
+                self._replay(seg_no, item, latest, catalog_latest)
+        for ns_id, (seq, loc, value, tombstone) in sorted(catalog_latest.items(),
+                                                           key=lambda kv: kv[1][0]):
+            self._catalog.apply(ns_id, value, tombstone)
+            if not tombstone:
+                self._catalog_locations[ns_id] = loc
+        self._build_index(latest)
+        if numbers:
+            self._active = self._segments[numbers[-1]]
+        else:
+            self._active = self._new_segment(1)
+        self._commit.reset(self._seq)
+        report.live_keys = len(self._index)
+        report.seconds = time.perf_counter() - started
+        if report.truncated or report.corrupt:
+            log.warning("recovered %s with %d torn tail(s) and %d corrupt stretch(es)",
+                        self.path, len(report.truncated), len(report.corrupt))
+
+    def _note_damage(self, seg: SegmentFile, damage: Damage, report: RecoveryReport) -> None:
+        if damage.torn_tail:
+            log.warning("segment %d: dropping a torn write of %d bytes at offset %d (%s)",
+                        seg.seg_no, damage.length, damage.offset, damage.reason)
+            seg.truncate(damage.offset)
+            report.truncated.append(damage)
+        else:
+            log.error("segment %d: corrupt record at offset %d (%d bytes skipped): %s",
+                      seg.seg_no, damage.offset, damage.length, damage.reason)
+            report.corrupt.append(damage)
+
+    def _replay(self, seg_no: int, item, latest: dict, catalog_latest: dict) -> None:
+        header = item.header
+        seq = header.seq
+        if seq > self._seq:
+            self._seq = seq
+        size = rec.HEADER_SIZE + header.payload_len
+        loc = pack_location(seg_no, item.offset, size)
+        try:
+            ns, key, metadata = rec.decode_key_meta(item.payload)
+        except ValueError:
+            # The checksum matched, so the writer produced this: a format bug, not bit rot.
+            raise StoreError(f"segment {seg_no} offset {item.offset}: malformed payload")
+        tombstone = bool(header.flags & rec.FLAG_TOMBSTONE)
+        if header.flags & rec.FLAG_CATALOG:
+            ns_id = key.decode("ascii")
+            prev = catalog_latest.get(ns_id)
+            if prev is None or prev[0] < seq:
+                value = rec.decode_payload(item.payload)[3]
+                catalog_latest[ns_id] = (seq, loc, value, tombstone)
+            return
+        ikey = index_key(ns, key)
+        prev = latest.get(ikey)
+        if prev is not None and prev[0] > seq:
+            self._add_dead(seg_no, size)
+            return
+        if prev is not None and prev[1] is not None:
+            self._add_dead_location(prev[1], size_hint=prev[4])
+        if tombstone:
+            latest[ikey] = (seq, None, 0, b"", size)
+            self._add_dead(seg_no, size)
+        else:
+            latest[ikey] = (seq, loc, header.expire_ms, metadata, size)
+
+    def _build_index(self, latest: dict) -> None:
+        now = self.clock_ms()
+        deleted = self._catalog.deleted_numbers
+        known = self._catalog.by_number
+        locations: dict[bytes, int] = {}
+        counts = self._ns_key_counts
+        for ikey, (seq, loc, expire_ms, metadata, size) in latest.items():
+            if loc is None:
+                continue
+            ns = int.from_bytes(ikey[:2], "big")
+            if ns in deleted or ns not in known or (expire_ms and expire_ms <= now):
+                self._add_dead_location(loc, size_hint=size)
+                continue
+            locations[ikey] = loc
+            counts[ns] = counts.get(ns, 0) + 1
+            if expire_ms:
+                self._expiry.set(ikey, expire_ms)
+            if metadata:
+                self._metadata[ikey] = metadata
+        self._index = KeyIndex(locations)
+
+    # ------------------------------------------------------------------ segments
+
+    def _new_segment(self, seg_no: int) -> SegmentFile:
+        if seg_no > MAX_SEGMENT_NO:
+            raise StoreError(f"segment number {seg_no} exceeds the format's maximum "
+                             f"{MAX_SEGMENT_NO}; compact into a fresh store")
+        try:
+            seg = SegmentFile.create(self.path, seg_no)
+        except OSError as exc:
+            raise WriteFailedError(f"could not create segment {seg_no} in {self.path}: "
+                                   f"{os.strerror(exc.errno or 0)}") from exc
+        self._segments[seg_no] = seg
+        return seg
+
+    def _rotate(self) -> None:
+        """Seal the active segment (fsync first: group commit only syncs the active file)."""
+        old = self._active
+        new = self._new_segment(old.seg_no + 1)
+        old.sync()
+        old.sealed = True
+        self._active = new
+        log.info("sealed segment %d (%d bytes); writing to %d", old.seg_no, old.size, new.seg_no)
+
+    def _sync_active(self) -> None:
+        seg = self._active
+        if seg is not None:
+            seg.sync()
+
+    def _add_dead(self, seg_no: int, size: int) -> None:
+        self._dead_bytes[seg_no] = self._dead_bytes.get(seg_no, 0) + size
+
+    def _add_dead_location(self, loc: int, size_hint: int = 0) -> None:
+        seg_no, offset, size = unpack_location(loc)
+        self._add_dead(seg_no, size or size_hint or self._record_size(seg_no, offset))
+
+    def _record_size(self, seg_no: int, offset: int) -> int:
+        seg = self._segments.get(seg_no)
+        if seg is None:
+            return 0
+        head = seg.read(offset, rec.HEADER_SIZE)
+        if len(head) < rec.HEADER_SIZE:
+            return 0
+        return rec.HEADER_SIZE + rec.parse_header(head).payload_len
+
+    # ------------------------------------------------------------------ write path
+
+    def write(self, writes: list[Write], *, durable: bool = True) -> int:
+        """Append ``writes`` as one batch and apply them; return the last sequence number.
+
+        With ``durable`` and ``fsync="always"`` this returns only once the batch is on disk.
+        Otherwise the caller may wait later with ``wait_durable(seq)`` (what the server does
+        to release a pipeline's replies after one shared fsync).
+        """
+        with self._lock:
+            self._check_open()
+            if self._commit.failure is not None:
+                raise WriteFailedError(f"writes are disabled after a failed fsync "
+                                       f"({self._commit.failure.message}); restart edgekv to "
+                                       f"recover from the log")
+            try:
+                seq = self._append(writes)
+            finally:
+                # Records of a batch that failed half-way may already be applied: count them.
+                self._commit.note_written(self._seq)
+        if durable and self._commit.policy == "always":
+            self._commit.wait_durable(seq)
+        return seq
+
+    def _append(self, writes: list[Write]) -> int:
+        """Encode and append, rotating between records when the segment is full."""
+        seq = self._seq
+        pending: list = []  # buffers not yet written
+        placed: list[tuple[Write, int, int, int]] = []  # (write, seq, offset, size), not applied
+        seg = self._active
+        offset = seg.size
+        for w in writes:
+            if offset >= self.segment_bytes:
+                self._flush(seg, pending, placed)
+                pending, placed = [], []
+                self._rotate()
+                seg = self._active
+                offset = seg.size
+            seq += 1
+            flags = ((rec.FLAG_TOMBSTONE if w.tombstone else 0)
+                     | (rec.FLAG_CATALOG if w.catalog else 0))
+            value = w.value
+            if len(value) >= _LARGE_VALUE:
+                parts, size = rec.encode_parts(seq, flags, w.expire_ms, w.ns, w.key, w.metadata,
+                                               value)
+                pending.extend(parts)
+            else:
+                data = rec.encode(seq, flags, w.expire_ms, w.ns, w.key, w.metadata, bytes(value))
+                size = len(data)
+                pending.append(data)
+            placed.append((w, seq, offset, size))
+            offset += size
+        self._flush(seg, pending, placed)
+        return self._seq
+
+    def _flush(self, seg: SegmentFile, buffers: list, placed: list) -> None:
+        """Write ``buffers`` and apply the records ``placed`` describes; all or nothing."""
+        if not buffers:
+            return
+        start = seg.size
+        try:
+            for i in range(0, len(buffers), _IOV_BATCH):
+                seg.append(buffers[i:i + _IOV_BATCH])
+        except WriteFailedError:
+            seg._rollback(start)
+            seg.size = start
+            raise
+        for w, seq, offset, size in placed:
+            self._apply(w, pack_location(seg.seg_no, offset, size), size)
+        self._seq = placed[-1][1]
+
+    def _apply(self, w: Write, loc: int, size: int) -> None:
+        if w.catalog:
+            ns_id = w.key.decode("ascii")
+            self._catalog.apply(ns_id, bytes(w.value), w.tombstone)
+            old = self._catalog_locations.pop(ns_id, None)
+            if old is not None:
+                self._add_dead_location(old)
+            if w.tombstone:
+                self._add_dead(location_segment(loc), size)
+            else:
+                self._catalog_locations[ns_id] = loc
+            return
+        ikey = index_key(w.ns, w.key)
+        if w.tombstone:
+            old = self._index.pop(ikey)
+            self._expiry.discard(ikey)
+            self._metadata.pop(ikey, None)
+            self._add_dead(location_segment(loc), size)
+            if old is not None:
+                self._ns_key_counts[w.ns] -= 1
+        else:
+            old = self._index.set(ikey, loc)
+            self._expiry.set(ikey, w.expire_ms)
+            if w.metadata:
+                self._metadata[ikey] = w.metadata
+            else:
+                self._metadata.pop(ikey, None)
+            if old is None:
+                self._ns_key_counts[w.ns] = self._ns_key_counts.get(w.ns, 0) + 1
+        if old is not None:
+            self._add_dead_location(old)
+
+    def check_write_rate(self, ns: int, key: bytes) -> None:
+        """Workers KV's one write per second per key, when enabled (off by default)."""
+        if not self.write_rate_limit:
+            return
+        now = self.clock_ms()
+        ikey = index_key(ns, key)
+        last = self._last_write_ms.get(ikey)
+        if last is not None and now - last < 1000:
+            raise TooManyRequestsError("Too Many Requests")
+        if len(self._last_write_ms) > 100_000:
+            cutoff = now - 1000
+            self._last_write_ms = {k: t for k, t in self._last_write_ms.items() if t > cutoff}
+        self._last_write_ms[ikey] = now
+
+    # ------------------------------------------------------------------ durability
+
+    @property
+    def fsync_policy(self) -> str:
+        return self._commit.policy
+
+    @property
+    def last_seq(self) -> int:
+        """Sequence number of the last record appended."""
+        return self._commit.written_seq
+
+    @property
+    def durable_seq(self) -> int:
+        """Every record up to this sequence number is known to be on disk."""
+        return self._commit.durable_seq
+
+    @property
+    def fsync_count(self) -> int:
+        return self._commit.fsync_count
+
+    def wait_durable(self, seq: int) -> None:
+        """Block until the record with sequence ``seq`` (and all before it) is on disk."""
+        self._commit.wait_durable(seq)
+
+    def sync(self) -> None:
+        """Fsync everything written so far, whatever the policy."""
+        self._check_open()
+        self._commit.sync_now()
+
+    # ------------------------------------------------------------------ read path
+
+    def _check_open(self) -> None:
+        if self._closed:
+            raise StoreClosedError(f"the store at {self.path} is closed")
+
+    def lookup(self, ns: int, key: bytes) -> int | None:
+        """The location of a live, unexpired key, or None."""
+        ikey = index_key(ns, key)
+        with self._lock:
+            loc = self._index.get(ikey)
+            if loc is None:
+                return None
+            if self._expiry.is_expired(ikey, self.clock_ms()):
+                self._expire(ikey)
+                return None
+            return loc
+
+    def read_entry(self, ns: int, key: bytes) -> Entry | None:
+        """The key's stored value, expiration and metadata, verified; None when absent."""
+        self._check_open()
+        loc = self.lookup(ns, key)
+        if loc is None:
+            return None
+        record = self._read_record(loc)
+        if record.key != key or record.ns != ns:
+            seg_no, offset, _ = unpack_location(loc)
+            raise CorruptionError(f"segment {seg_no} offset {offset} holds another key than the "
+                                  f"index says", segment=seg_no, offset=offset)
+        return Entry(key, record.value, record.expire_ms, record.metadata, record.seq)
+
+    def _read_record(self, loc: int) -> rec.Record:
+        seg_no, offset, size = unpack_location(loc)
+        seg = self._segments.get(seg_no)
+        if seg is None:
+            raise CorruptionError(f"segment {seg_no} is missing", segment=seg_no, offset=offset)
+        if not size:
+            head = seg.read(offset, rec.HEADER_SIZE)
+            if len(head) < rec.HEADER_SIZE:
+                raise CorruptionError(f"segment {seg_no} offset {offset}: record header cut short",
+                                      segment=seg_no, offset=offset)
+            size = rec.HEADER_SIZE + rec.parse_header(head).payload_len
+        buf = seg.read(offset, size)
+        if len(buf) < rec.HEADER_SIZE:
+            raise CorruptionError(f"segment {seg_no} offset {offset}: record cut short",
+                                  segment=seg_no, offset=offset)
+        header = rec.parse_header(buf)
+        if (header.magic != rec.RECORD_MAGIC or rec.HEADER_SIZE + header.payload_len != len(buf)
+                or not rec.verify(buf, 0, header.payload_len, header.checksum)):
+            raise CorruptionError(f"record at segment {seg_no} offset {offset} failed its checksum; "
+                                  f"it is not served", segment=seg_no, offset=offset)
+        ns, key, metadata, value = rec.decode_payload(memoryview(buf)[rec.HEADER_SIZE:])
+        return rec.Record(header.seq, header.flags, header.expire_ms, ns, key, metadata, value)
+
+    def expiration_ms(self, ns: int, key: bytes) -> int:
+        with self._lock:
+            return self._expiry.get(index_key(ns, key))
+
+    def metadata_json(self, ns: int, key: bytes) -> bytes:
+        with self._lock:
+            return self._metadata.get(index_key(ns, key), b"")
+
+    def scan_keys(self, ns: int, prefix: bytes, start_after: bytes | None, limit: int
+                  ) -> list[tuple[bytes, int, bytes]]:
+        """Up to ``limit`` live keys of ``ns`` starting with ``prefix``, strictly after
+        ``start_after``, in byte order, as ``(key, expire_ms, metadata_json)``."""
+        base = ns_prefix(ns)
+        full_prefix = base + prefix
+        if start_after is not None and base + start_after >= full_prefix:
+            start, inclusive = base + start_after, False
+        else:
+            start, inclusive = full_prefix, True
+        out = []
+        with self._lock:
+            self._check_open()
+            now = self.clock_ms()
+            expiry = self._expiry
+            metadata = self._metadata
+            expired = []
+            for ikey in self._index.walk(start, inclusive=inclusive):
+                if not ikey.startswith(full_prefix):
+                    break
+                exp = expiry.get(ikey)
+                if exp and exp <= now:
+                    expired.append(ikey)
+                    continue
+                out.append((ikey[2:], exp, metadata.get(ikey, b"")))
+                if len(out) >= limit:
+                    break
+            for ikey in expired:
+                self._expire(ikey)
+        return out
+
+    def key_count(self, ns: int | None = None) -> int:
+        with self._lock:
+            self.reap_expired()
+            if ns is None:
+                return len(self._index)
+            return self._ns_key_counts.get(ns, 0)
+
+    # ------------------------------------------------------------------ expiry
+
+    def _expire(self, ikey: bytes) -> None:
+        """Drop an expired key from memory; its record already says it expired, so no write."""
+        loc = self._index.pop(ikey)
+        self._expiry.discard(ikey)
+        self._metadata.pop(ikey, None)
+        if loc is not None:
+            self._ns_key_counts[int.from_bytes(ikey[:2], "big")] -= 1
+            self._add_dead_location(loc)
+
+    def reap_expired(self, limit: int = 10_000) -> int:
+        """Remove keys whose expiration has passed; returns how many."""
+        with self._lock:
+            now = self.clock_ms()
+            due = self._expiry.pop_due(now, limit)
+            for ikey in due:
+                self._expire(ikey)
+            return len(due)
+
+    # ------------------------------------------------------------------ namespaces
+
+    def namespace(self, name_or_id: str = DEFAULT_TITLE):
+        """The ``Namespace`` with this id or title (``default`` always exists)."""
+        from .namespace import Namespace
+        with self._lock:
+            return Namespace(self, self._catalog.resolve(name_or_id))
+
+    def list_namespaces(self) -> list[NamespaceInfo]:
+        with self._lock:
+            return self._catalog.ordered()
+
+    def get_namespace(self, ns_id: str) -> NamespaceInfo:
+        with self._lock:
+            return self._catalog.get(ns_id)
+
+    def find_namespace(self, name_or_id: str) -> NamespaceInfo:
+        with self._lock:
+            return self._catalog.resolve(name_or_id)
+
+    def namespace_by_number(self, number: int) -> NamespaceInfo:
+        info = self._catalog.by_number.get(number)
+        if info is None:
+            raise NamespaceNotFoundError("namespace not found")
+        return info
+
+    def require_namespace(self, number: int) -> None:
+        if number not in self._catalog.by_number:
+            raise NamespaceNotFoundError("namespace not found")
+
+    def create_namespace(self, title: str) -> NamespaceInfo:
+        title = semantics.validate_title(title, self.limits)
+        with self._lock:
+            info = self._catalog.plan_create(title, self.limits.max_namespaces)
+            self.write([Write(CATALOG_NS, info.id.encode(), encode_entry(info), catalog=True)])
+            return info
+
+    def rename_namespace(self, ns_id: str, title: str) -> NamespaceInfo:
+        title = semantics.validate_title(title, self.limits)
+        with self._lock:
+            info = self._catalog.plan_rename(ns_id, title)
+            self.write([Write(CATALOG_NS, info.id.encode(), encode_entry(info), catalog=True)])
+            return info
+
+    def delete_namespace(self, ns_id: str) -> None:
+        """Delete a namespace: its keys are unreachable at once, their space reclaimed later."""
+        with self._lock:
+            info = self._catalog.plan_delete(ns_id)
+            self.write([Write(CATALOG_NS, info.id.encode(), encode_deletion(info), catalog=True,
+                              tombstone=True)])
+            for ikey in self._index.remove_prefix(ns_prefix(info.number)):
+                self._expiry.discard(ikey)
+                self._metadata.pop(ikey, None)
+            self._ns_key_counts.pop(info.number, None)
+
+    # ------------------------------------------------------------------ introspection
+
+    def stats(self) -> dict:
+        with self._lock:
+            return {
+                "path": self.path,
+                "keys": len(self._index),
+                "keys_with_expiration": len(self._expiry),
+                "keys_with_metadata": len(self._metadata),
+                "namespaces": len(self._catalog),
+                "segments": len(self._segments),
+                "active_segment": self._active.seg_no if self._active else None,
+                "disk_bytes": sum(s.size for s in self._segments.values()),
+                "dead_bytes": sum(self._dead_bytes.values()),
+                "last_seq": self._commit.written_seq,
+                "durable_seq": self._commit.durable_seq,
+                "fsync_policy": self._commit.policy,
+                "fsync_count": self._commit.fsync_count,
+                "corrupt_records": len(self.recovery.corrupt),
+                "write_error": str(self._commit.failure) if self._commit.failure else None,
+            }
+
+    def namespace_stats(self) -> list[dict]:
+        with self._lock:
+            return [{"id": info.id, "title": info.title,
+                     "keys": self._ns_key_counts.get(info.number, 0)}
+                    for info in self._catalog.ordered()]
+
+    def _check(self) -> None:
+        """Invariant check for tests."""
+        with self._lock:
+            self._index._check()
+            for ns, count in self._ns_key_counts.items():
+                assert count == self._index.count_prefix(ns_prefix(ns)), (ns, count)
