@@ -68,6 +68,9 @@ class Catalog:
         if old is not None:
             self.by_title.pop(old.title, None)
             self.by_number.pop(old.number, None)
+            if old.number != number:
+                # A flush gives the namespace a fresh number: the old one's keys are dead.
+                self.deleted_numbers.add(old.number)
         if tombstone:
             if number:
                 self.deleted_numbers.add(number)
@@ -124,6 +127,12 @@ class Catalog:
             raise NamespaceExistsError(
                 "rename namespace: 'A namespace with this account ID and title already exists'")
         return NamespaceInfo(ns_id, title, info.number)
+
+    def plan_flush(self, ns_id: str) -> NamespaceInfo:
+        info = self.get(ns_id)
+        if self.next_number > MAX_NUMBER:
+            raise KVValidationError("namespace numbers are exhausted; compact and migrate the store")
+        return NamespaceInfo(ns_id, info.title, self.next_number)
 
     def plan_delete(self, ns_id: str) -> NamespaceInfo:
         info = self.get(ns_id)

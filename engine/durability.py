@@ -43,6 +43,22 @@ class GroupCommit:
                                             daemon=True)
             self._thread.start()
 
+    def set_policy(self, policy: str) -> None:
+        """Switch policy at run time (CONFIG SET appendfsync); syncs first so nothing lags."""
+        if policy not in FSYNC_POLICIES:
+            raise ValueError(f"fsync policy must be one of {', '.join(FSYNC_POLICIES)}, got {policy!r}")
+        if policy == self.policy:
+            return
+        self.sync_now()
+        self.stop()
+        self.policy = policy
+        self._stop = threading.Event()
+        self._thread = None
+        if policy == "everysec":
+            self._thread = threading.Thread(target=self._every_second, name="edgekv-fsync",
+                                            daemon=True)
+            self._thread.start()
+
     def note_written(self, seq: int) -> None:
         """Called by the writer (under the store lock) after the bytes reached the file."""
         self.written_seq = seq

@@ -21,7 +21,7 @@ from typing import Any, Iterable, NamedTuple
 
 from . import semantics
 from .catalog import NamespaceInfo
-from .errors import KVError, KVValidationError, PayloadTooLargeError
+from .errors import KVError, KVValidationError, NamespaceNotFoundError
 from .store import Entry, Store, Write
 
 _READ_CHUNK = 1024 * 1024
@@ -70,24 +70,39 @@ def _expiration_seconds(expire_ms: int) -> int | None:
 class Namespace:
     """One namespace of a store.  Cheap to create; safe to share between threads."""
 
-    __slots__ = ("store", "info", "number", "limits")
+    __slots__ = ("store", "id", "_by_id")
 
     def __init__(self, store: Store, info: NamespaceInfo) -> None:
         self.store = store
-        self.info = info
-        self.number = info.number
-        self.limits = store.limits
-
-    def __repr__(self) -> str:
-        return f"<Namespace {self.info.title!r} id={self.info.id}>"
+        self.id = info.id
+        self._by_id = store._catalog.by_id
 
     @property
-    def id(self) -> str:
-        return self.info.id
+    def limits(self) -> semantics.Limits:
+        """The store's limits, read at each use (the server may change the minimum TTL)."""
+        return self.store.limits
+
+    def __repr__(self) -> str:
+        return f"<Namespace id={self.id}>"
+
+    @property
+    def info(self) -> NamespaceInfo:
+        """Looked up on every use: a rename, flush or delete elsewhere is seen at once."""
+        info = self._by_id.get(self.id)
+        if info is None:
+            raise NamespaceNotFoundError("namespace not found")
+        return info
+
+    @property
+    def number(self) -> int:
+        info = self._by_id.get(self.id)
+        if info is None:
+            raise NamespaceNotFoundError("namespace not found")
+        return info.number
 
     @property
     def title(self) -> str:
-        return self.store.namespace_by_number(self.number).title
+        return self.info.title
 
     # ------------------------------------------------------------------ get
 
@@ -164,32 +179,37 @@ class Namespace:
 
     def get_entry(self, key: bytes) -> Entry | None:
         """The raw stored entry (value bytes, expire_ms, metadata JSON), no validation."""
-        self.store.require_namespace(self.number)
         return self.store.read_entry(self.number, key)
 
     # ------------------------------------------------------------------ put
 
     @_tag("PUT")
-    def put(self, key, value, expiration=None, expiration_ttl=None, metadata=None) -> None:
+    def put(self, key, value, expiration=None, expiration_ttl=None, metadata=None, *,
+            durable: bool = True, wire: bool = False) -> None:
         """Store ``value`` (str, bytes, a binary file object or an iterable of bytes) under
         ``key``, replacing its value, expiration and metadata together.
 
         ``expiration`` is epoch seconds, ``expiration_ttl`` seconds from now (it wins when
         both are given); both must be at least 60 s ahead.  ``metadata`` is any
-        JSON-serialisable value of at most 1024 bytes serialised.
+        JSON-serialisable value of at most 1024 bytes serialised.  ``wire=True`` takes options
+        as raw text (metadata as JSON text), the way the RESP and HTTP front ends receive them;
+        ``durable=False`` returns before the fsync (see ``Store.wait_durable``).
         """
         raw_key = semantics.encode_key(key)
         semantics.validate_key(raw_key, self.limits)
         expire_ms = semantics.resolve_expiration_ms(
             expiration, expiration_ttl, now_ms=self.store.clock_ms(),
-            min_ttl=self.limits.min_ttl_seconds)
-        meta = semantics.encode_metadata(metadata, self.limits)
+            min_ttl=self.limits.min_ttl_seconds, wire=wire)
+        if wire:
+            meta = (semantics.validate_metadata_json(metadata, self.limits)
+                    if metadata is not None else b"")
+        else:
+            meta = semantics.encode_metadata(metadata, self.limits)
         data = self._read_value(value)
-        self.put_raw(raw_key, data, expire_ms, meta)
+        self.put_raw(raw_key, data, expire_ms, meta, durable=durable)
 
     def _read_value(self, value):
         """Bytes-like for the record, reading streams once and never past the limit + 1."""
-        limit = self.limits.max_value_bytes
         if isinstance(value, str):
             data = value.encode("utf-8")
         elif isinstance(value, (bytes, bytearray, memoryview)):
@@ -197,9 +217,9 @@ class Namespace:
         elif value is None:
             data = b""
         elif hasattr(value, "read"):
-            data = self._drain(iter(lambda: value.read(_READ_CHUNK), b""), limit)
+            data = self._drain(iter(lambda: value.read(_READ_CHUNK), b""), self.limits)
         elif hasattr(value, "__iter__") and not isinstance(value, (dict, int, float)):
-            data = self._drain(iter(value), limit)
+            data = self._drain(iter(value), self.limits)
         else:
             raise _ValueTypeError("KV put() accepts only strings, ArrayBuffers, ArrayBufferViews, "
                                   "and ReadableStreams as values.")
@@ -207,7 +227,8 @@ class Namespace:
         return data
 
     @staticmethod
-    def _drain(chunks, limit: int) -> bytearray:
+    def _drain(chunks, limits: semantics.Limits) -> bytearray:
+        limit = limits.max_value_bytes
         buf = bytearray()
         total = 0
         for chunk in chunks:
@@ -218,34 +239,35 @@ class Namespace:
                 buf += chunk
         if total > limit:
             # Miniflare reports the full streamed length, so count the rest without keeping it.
-            raise semantics.value_too_large(total)
+            raise semantics.value_too_large(total, limits)
         return buf
 
     def put_raw(self, key: bytes, value, expire_ms: int = 0, metadata: bytes = b"", *,
                 durable: bool = True) -> int:
         """Write an already-validated entry; returns its sequence number."""
         store = self.store
-        store.require_namespace(self.number)
-        store.check_write_rate(self.number, key)
-        return store.write([Write(self.number, key, value, expire_ms, metadata)], durable=durable)
+        number = self.number
+        store.check_write_rate(number, key)
+        return store.write([Write(number, key, value, expire_ms, metadata)], durable=durable)
 
     # ------------------------------------------------------------------ delete
 
     @_tag("DELETE")
-    def delete(self, key) -> None:
-        """Remove ``key``; deleting a missing key is not an error (as in Workers KV)."""
+    def delete(self, key, *, durable: bool = True) -> bool:
+        """Remove ``key``; deleting a missing key is not an error (as in Workers KV).
+        Returns whether a live key was removed (the binding itself returns nothing)."""
         raw_key = semantics.encode_key(key)
         semantics.validate_key(raw_key, self.limits)
-        self.delete_raw(raw_key)
+        return self.delete_raw(raw_key, durable=durable)[0]
 
     def delete_raw(self, key: bytes, *, durable: bool = True) -> tuple[bool, int]:
         """Delete; returns ``(existed, seq)``.  Missing keys write nothing (seq 0)."""
         store = self.store
-        store.require_namespace(self.number)
         with store._lock:
-            if store.lookup(self.number, key) is None:
+            number = self.number
+            if store.lookup(number, key) is None:
                 return False, 0
-            seq = store.write([Write(self.number, key, tombstone=True)], durable=False)
+            seq = store.write([Write(number, key, tombstone=True)], durable=False)
         if durable and store.fsync_policy == "always":
             store.wait_durable(seq)
         return True, seq
@@ -260,7 +282,6 @@ class Namespace:
         raw_prefix = semantics.encode_key(prefix) if prefix else b""
         semantics.validate_prefix(raw_prefix, self.limits)
         start_after = semantics.decode_cursor(cursor) if cursor else None
-        self.store.require_namespace(self.number)
         rows = self.store.scan_keys(self.number, raw_prefix, start_after, count + 1)
         keys = []
         for key, expire_ms, meta in rows[:count]:
@@ -287,22 +308,22 @@ class Namespace:
             raise KVValidationError(f"You can write at most {self.limits.max_bulk_write_items} "
                                     f"pairs per request, got {len(items)}.", op="PUT")
         now_ms = self.store.clock_ms()
+        number = self.number
         writes: list[Write] = []
         failed: list[str] = []
         for item in items:
             name = item.get("key") if isinstance(item, dict) else None
             try:
-                writes.append(self._bulk_item(item, now_ms))
+                writes.append(self._bulk_item(item, number, now_ms))
             except KVError as exc:
                 failed.append(name if isinstance(name, str) else str(name))
                 if errors is not None:
                     errors.append((name, exc.with_op("PUT")))
         if writes:
-            self.store.require_namespace(self.number)
             self.store.write(writes, durable=durable)
         return {"successful_key_count": len(writes), "unsuccessful_keys": failed}
 
-    def _bulk_item(self, item, now_ms: int) -> Write:
+    def _bulk_item(self, item, number: int, now_ms: int) -> Write:
         if not isinstance(item, dict) or "key" not in item or "value" not in item:
             raise KVValidationError("Each bulk item needs a \"key\" and a \"value\".")
         raw_key = semantics.encode_key(item["key"])
@@ -322,8 +343,8 @@ class Namespace:
         elif not isinstance(value, (bytes, bytearray)):
             raise KVValidationError("A bulk value must be a string.")
         semantics.check_value_size(len(value), self.limits)
-        self.store.check_write_rate(self.number, raw_key)
-        return Write(self.number, raw_key, value, expire_ms, meta)
+        self.store.check_write_rate(number, raw_key)
+        return Write(number, raw_key, value, expire_ms, meta)
 
     def bulk_delete(self, keys: Iterable, *, durable: bool = True) -> dict:
         """Delete up to 10,000 keys in one batch; invalid keys go to ``unsuccessful_keys``."""
@@ -332,10 +353,10 @@ class Namespace:
             raise KVValidationError(f"You can delete at most {self.limits.max_bulk_write_items} "
                                     f"keys per request, got {len(keys)}.", op="DELETE")
         store = self.store
-        store.require_namespace(self.number)
         failed: list[str] = []
         ok = 0
         with store._lock:
+            number = self.number
             writes = []
             for key in keys:
                 raw_key = semantics.encode_key(key)
@@ -345,8 +366,8 @@ class Namespace:
                     failed.append(key if isinstance(key, str) else semantics.decode_key(raw_key))
                     continue
                 ok += 1
-                if store.lookup(self.number, raw_key) is not None:
-                    writes.append(Write(self.number, raw_key, tombstone=True))
+                if store.lookup(number, raw_key) is not None:
+                    writes.append(Write(number, raw_key, tombstone=True))
             seq = store.write(writes, durable=False) if writes else 0
         if writes and durable and store.fsync_policy == "always":
             store.wait_durable(seq)

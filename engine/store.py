@@ -446,6 +446,9 @@ class Store:
     def fsync_policy(self) -> str:
         return self._commit.policy
 
+    def set_fsync_policy(self, policy: str) -> None:
+        self._commit.set_policy(policy)
+
     @property
     def last_seq(self) -> int:
         """Sequence number of the last record appended."""
@@ -615,10 +618,6 @@ class Store:
             raise NamespaceNotFoundError("namespace not found")
         return info
 
-    def require_namespace(self, number: int) -> None:
-        if number not in self._catalog.by_number:
-            raise NamespaceNotFoundError("namespace not found")
-
     def create_namespace(self, title: str) -> NamespaceInfo:
         title = semantics.validate_title(title, self.limits)
         with self._lock:
@@ -633,16 +632,30 @@ class Store:
             self.write([Write(CATALOG_NS, info.id.encode(), encode_entry(info), catalog=True)])
             return info
 
+    def flush_namespace(self, ns_id: str) -> int:
+        """Drop every key of a namespace in O(1) log space: it keeps its id and title and gets
+        a fresh number, which makes all records under the old number dead.  Returns the count."""
+        with self._lock:
+            old = self._catalog.get(ns_id)
+            info = self._catalog.plan_flush(ns_id)
+            self.write([Write(CATALOG_NS, info.id.encode(), encode_entry(info), catalog=True)])
+            return self._forget_keys(old.number)
+
+    def _forget_keys(self, number: int) -> int:
+        removed = self._index.remove_prefix(ns_prefix(number))
+        for ikey in removed:
+            self._expiry.discard(ikey)
+            self._metadata.pop(ikey, None)
+        self._ns_key_counts.pop(number, None)
+        return len(removed)
+
     def delete_namespace(self, ns_id: str) -> None:
         """Delete a namespace: its keys are unreachable at once, their space reclaimed later."""
         with self._lock:
             info = self._catalog.plan_delete(ns_id)
             self.write([Write(CATALOG_NS, info.id.encode(), encode_deletion(info), catalog=True,
                               tombstone=True)])
-            for ikey in self._index.remove_prefix(ns_prefix(info.number)):
-                self._expiry.discard(ikey)
-                self._metadata.pop(ikey, None)
-            self._ns_key_counts.pop(info.number, None)
+            self._forget_keys(info.number)
 
     # ------------------------------------------------------------------ introspection
 

@@ -1,0 +1,337 @@
+"""The asyncio RESP server: connections, pipelining, group-committed replies, clean shutdown.
+
+Theory of operation
+-------------------
+Each connection is an ``asyncio.Protocol``.  ``data_received`` feeds the sans-IO parser
+(``server/resp.py``), runs every complete command at once through its ``Session`` and joins the
+replies.  Under ``fsync=always`` a batch that wrote anything is *held*: its replies wait in the
+connection's queue, in order, until the ``DurabilityGate`` has fsynced past the batch's last
+sequence number.  The gate runs one fsync at a time in a worker thread, so every connection that
+wrote during the same loop iteration shares that fsync (group commit), and the loop keeps
+serving reads meanwhile.  A batch of reads is sent at once unless an earlier held batch of the
+same connection is still waiting (replies never overtake each other).
+
+Backpressure: when a client stops reading, asyncio pauses us (``pause_writing``) and we stop
+reading from it; if its pending output passes ``client_output_buffer_limit`` it is
+disconnected, like Redis's output buffer limit.  One client's garbage only ever closes that
+client: protocol errors are answered with ``-ERR Protocol error: ...`` and the connection closed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+import time
+from collections import deque
+from concurrent.futures import ThreadPoolExecutor
+
+from engine import Store
+from engine.errors import WriteFailedError
+from engine.semantics import Limits
+
+from .config import ServerConfig
+from .resp import ProtocolError, RequestParser, encode_error
+from .session import Session
+from .state import ServerState
+
+log = logging.getLogger("edgekv.server")
+
+_REAP_INTERVAL = 0.1
+
+
+class DurabilityGate:
+    """Releases held replies once the store is durable past them: one fsync for many batches."""
+
+    def __init__(self, store: Store) -> None:
+        self.store = store
+        self.waiting: set["RespConnection"] = set()
+        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="edgekv-fsync")
+        self._task: asyncio.Task | None = None
+
+    def wait_for(self, conn: "RespConnection") -> None:
+        self.waiting.add(conn)
+        if self._task is None:
+            self._task = asyncio.get_running_loop().create_task(self._run())
+
+    async def _run(self) -> None:
+        loop = asyncio.get_running_loop()
+        store = self.store
+        try:
+            while self.waiting:
+                # Yield once so connections with data in this same loop iteration append their
+                # writes first and ride along on this fsync.
+                await asyncio.sleep(0)
+                target = store.last_seq
+                if store.durable_seq < target:
+                    try:
+                        await loop.run_in_executor(self._executor, store.wait_durable, target)
+                    except WriteFailedError as exc:
+                        log.error("fsync failed, refusing writes until restart: %s", exc)
+                        for conn in list(self.waiting):
+                            conn.fail_held(exc)
+                        self.waiting.clear()
+                        continue
+                durable = store.durable_seq
+                for conn in list(self.waiting):
+                    conn.release(durable)
+                    if not conn.held:
+                        self.waiting.discard(conn)
+        finally:
+            self._task = None
+
+    async def drain(self) -> None:
+        while self._task is not None:
+            await asyncio.sleep(0.01)
+
+    def close(self) -> None:
+        self._executor.shutdown(wait=True)
+
+
+class RespConnection(asyncio.Protocol):
+    __slots__ = ("server", "state", "store", "transport", "session", "parser", "held",
+                 "_paused", "_closed")
+
+    def __init__(self, server: "EdgeKVServer") -> None:
+        self.server = server
+        self.state = server.state
+        self.store = server.state.store
+        self.transport = None
+        self.session: Session | None = None
+        self.held: deque = deque()  # (seq, payload, close_after)
+        self._paused = False
+        self._closed = False
+
+    # ------------------------------------------------------------------ lifecycle
+
+    def connection_made(self, transport) -> None:
+        self.transport = transport
+        state = self.state
+        config = state.config
+        if self.server.stopping or len(state.clients) >= config.maxclients:
+            state.stats.rejected_connections += 1
+            transport.write(b"-ERR max number of clients reached\r\n")
+            transport.close()
+            self._closed = True
+            return
+        state.stats.total_connections += 1
+        peer = transport.get_extra_info("peername")
+        local = transport.get_extra_info("sockname")
+        session = Session(state, _addr(peer), _addr(local))
+        session.connection = self
+        self.session = session
+        state.clients[session.id] = session
+        self.parser = RequestParser(max_bulk_len=config.proto_max_bulk_len,
+                                    max_multibulk_len=config.max_multibulk_len,
+                                    max_query_buffer=config.client_query_buffer_limit)
+
+    def connection_lost(self, exc) -> None:
+        self._closed = True
+        if self.session is not None:
+            self.state.clients.pop(self.session.id, None)
+        self.held.clear()
+        self.server.gate.waiting.discard(self)
+
+    def kill(self) -> None:
+        if not self._closed:
+            self._closed = True
+            self.transport.close()
+
+    # ------------------------------------------------------------------ input
+
+    def data_received(self, data: bytes) -> None:
+        if self._closed:
+            return
+        state = self.state
+        session = self.session
+        state.stats.net_input_bytes += len(data)
+        session.last_interaction = time.time()
+        parser = self.parser
+        parser.feed(data)
+        out = []
+        error = None
+        before = self.store.last_seq
+        try:
+            commands = parser.commands()
+        except ProtocolError as exc:
+            commands, error = exc.commands if hasattr(exc, "commands") else [], exc
+        execute = session.execute
+        for args in commands:
+            out.append(execute(args))
+            if session.close_after_reply or self._closed:
+                break
+        close_after = session.close_after_reply
+        if error is not None and not close_after:
+            state.stats.protocol_errors += 1
+            log.info("protocol error from %s: %s", session.addr, error)
+            out.append(encode_error(str(error) if str(error).startswith("ERR")
+                                    else f"ERR {error}"))
+            close_after = True
+        if self._closed:
+            return
+        payload = b"".join(out)
+        wrote = self.store.last_seq != before
+        if self.held or (wrote and self.store.fsync_policy == "always"):
+            seq = self.store.last_seq if wrote else self.held[-1][0]
+            self.held.append((seq, payload, close_after))
+            self.server.gate.wait_for(self)
+            return
+        self._send(payload, close_after)
+
+    # ------------------------------------------------------------------ output
+
+    def _send(self, payload: bytes, close_after: bool) -> None:
+        transport = self.transport
+        if payload:
+            self.state.stats.net_output_bytes += len(payload)
+            transport.write(payload)
+            limit = self.state.config.client_output_buffer_limit
+            if limit and transport.get_write_buffer_size() > limit:
+                log.warning("closing client %s: output buffer over %d bytes (it is not reading)",
+                            self.session.addr, limit)
+                self.kill()
+                return
+        if close_after:
+            self._closed = True
+            transport.close()
+
+    def release(self, durable_seq: int) -> None:
+        held = self.held
+        while held and held[0][0] <= durable_seq and not self._closed:
+            _, payload, close_after = held.popleft()
+            self._send(payload, close_after)
+
+    def fail_held(self, exc: Exception) -> None:
+        """The fsync failed: nothing held may be acknowledged, so drop the client."""
+        self.held.clear()
+        self.kill()
+
+    def pause_writing(self) -> None:
+        if not self._paused and not self._closed:
+            self._paused = True
+            self.transport.pause_reading()
+
+    def resume_writing(self) -> None:
+        if self._paused and not self._closed:
+            self._paused = False
+            self.transport.resume_reading()
+
+
+def _addr(info) -> str:
+    if not info:
+        return ""
+    if isinstance(info, tuple):
+        host, port = info[0], info[1]
+        return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+    return str(info)
+
+
+class EdgeKVServer:
+    """Owns the store, the listening sockets and the background tasks of one server."""
+
+    def __init__(self, config: ServerConfig) -> None:
+        config.check()
+        self.config = config
+        limits = Limits(max_value_bytes=config.max_value_bytes, min_ttl_seconds=config.min_ttl,
+                        max_namespaces=config.max_namespaces)
+        self.store = Store.open(config.data_dir, fsync=config.fsync,
+                                segment_bytes=config.segment_bytes, limits=limits,
+                                write_rate_limit=config.write_rate_limit)
+        self.state = ServerState(self.store, config)
+        self.state.protocol_limits_changed = self._protocol_limits_changed
+        self.gate = DurabilityGate(self.store)
+        self.stopping = False
+        self._servers: list[asyncio.AbstractServer] = []
+        self._stopped = asyncio.Event()
+        self._reaper: asyncio.Task | None = None
+        self.http_runner = None
+
+    def _protocol_limits_changed(self) -> None:
+        c = self.config
+        for session in list(self.state.clients.values()):
+            parser = session.connection.parser
+            parser.max_bulk_len = c.proto_max_bulk_len
+            parser.max_query_buffer = c.client_query_buffer_limit
+
+    async def start(self) -> None:
+        loop = asyncio.get_running_loop()
+        self.state.shutdown_requested = lambda: loop.create_task(self.stop())
+        for host in self.config.bind_addresses():
+            srv = await loop.create_server(lambda: RespConnection(self), host, self.config.port,
+                                           reuse_address=True, backlog=511)
+            self._servers.append(srv)
+            if self.config.port == 0:
+                self.state.tcp_port = srv.sockets[0].getsockname()[1]
+        self._reaper = loop.create_task(self._reap_expired())
+        await self._start_http()
+        log.info("edgekv listening on %s port %d (data %s, fsync %s, %d keys recovered in %.2fs)",
+                 self.config.bind, self.state.tcp_port, self.store.path, self.store.fsync_policy,
+                 self.store.recovery.live_keys, self.store.recovery.seconds)
+
+    async def _start_http(self) -> None:
+        if self.config.http_port is None:
+            return
+        try:
+            from . import http
+        except ImportError:
+            return
+        self.http_runner = await http.start(self)
+
+    @property
+    def port(self) -> int:
+        return self.state.tcp_port
+
+    async def _reap_expired(self) -> None:
+        while True:
+            await asyncio.sleep(_REAP_INTERVAL)
+            try:
+                self.state.stats.expired_keys += self.store.reap_expired(limit=2000)
+            except Exception:
+                log.exception("expiry reaper failed")
+
+    async def stop(self) -> None:
+        """Stop accepting, let in-flight batches finish their fsync, close clients and store."""
+        if self.stopping:
+            await self._stopped.wait()
+            return
+        self.stopping = True
+        log.info("shutting down: no new connections, finishing in-flight replies")
+        for srv in self._servers:
+            srv.close()
+        if self._reaper is not None:
+            self._reaper.cancel()
+        if self.http_runner is not None:
+            await self.http_runner.cleanup()
+        await self.gate.drain()
+        for session in list(self.state.clients.values()):
+            session.kill()
+        for srv in self._servers:
+            await srv.wait_closed()
+        self.gate.close()
+        self.store.close()
+        log.info("edgekv stopped cleanly")
+        self._stopped.set()
+
+    async def serve_forever(self) -> None:
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            try:
+                loop.add_signal_handler(sig, lambda: loop.create_task(self.stop()))
+            except (NotImplementedError, RuntimeError):
+                pass
+        await self.start()
+        await self._stopped.wait()
+
+
+def run(config: ServerConfig) -> None:
+    """Run a server until SIGTERM, SIGINT or SHUTDOWN (uvloop when it is installed)."""
+    async def main() -> None:
+        server = EdgeKVServer(config)
+        await server.serve_forever()
+
+    try:
+        import uvloop
+    except ImportError:
+        asyncio.run(main())
+    else:
+        uvloop.run(main())

@@ -1,0 +1,327 @@
+"""Server commands: INFO CONFIG COMMAND TIME SAVE BGSAVE LASTSAVE BGREWRITEAOF SHUTDOWN."""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import platform
+import resource
+import sys
+import threading
+import time
+
+from engine import semantics
+
+from .. import command_table
+from ..config import parse_size
+from ..glob import matches
+from ..resp import encode_bulk, encode_int
+from ..state import REDIS_COMPAT_VERSION, VERSION
+from .base import OK, SYNTAX, CommandError, as_text, command, parse_int, reply
+from .subcommands import help_reply, subcommand
+
+# ---------------------------------------------------------------------------- INFO
+
+_DEFAULT_SECTIONS = ("server", "clients", "memory", "persistence", "stats", "replication", "cpu",
+                     "modules", "keyspace")
+
+
+def _rss_bytes() -> int:
+    try:
+        with open("/proc/self/statm") as fh:
+            return int(fh.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+    except OSError:
+        return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+
+
+def info_sections(session) -> dict[str, list[tuple[str, object]]]:
+    state = session.state
+    store = state.store
+    stats = state.stats
+    config = state.config
+    st = store.stats()
+    now = time.time()
+    uptime = int(now - state.started)
+    rss = _rss_bytes()
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    keyspace = []
+    for index, ns in enumerate(store.namespace_stats()):
+        if ns["keys"]:
+            keyspace.append((f"db{index}", f"keys={ns['keys']},expires=0,avg_ttl=0"))
+    return {
+        "server": [
+            ("redis_version", REDIS_COMPAT_VERSION), ("edgekv_version", VERSION),
+            ("redis_git_sha1", "00000000"), ("redis_git_dirty", 0), ("redis_build_id", "edgekv"),
+            ("redis_mode", "standalone"), ("os", f"{platform.system()} {platform.release()} "
+                                                 f"{platform.machine()}"),
+            ("arch_bits", 64 if sys.maxsize > 2 ** 32 else 32), ("multiplexing_api", "epoll"),
+            ("python_version", platform.python_version()), ("process_id", state.pid),
+            ("run_id", state.run_id), ("tcp_port", state.tcp_port),
+            ("server_time_usec", int(now * 1_000_000)), ("uptime_in_seconds", uptime),
+            ("uptime_in_days", uptime // 86400), ("executable", sys.argv[0]),
+            ("config_file", config.extra.get("config_file", "")),
+            ("data_dir", store.path),
+        ],
+        "clients": [
+            ("connected_clients", len(state.clients)), ("cluster_connections", 0),
+            ("maxclients", config.maxclients), ("blocked_clients", 0), ("tracking_clients", 0),
+        ],
+        "memory": [
+            ("used_memory", rss), ("used_memory_human", _human(rss)), ("used_memory_rss", rss),
+            ("used_memory_rss_human", _human(rss)), ("maxmemory", 0), ("maxmemory_human", "0B"),
+            ("maxmemory_policy", "noeviction"), ("mem_allocator", "pymalloc"),
+        ],
+        "persistence": [
+            ("loading", 0), ("async_loading", 0), ("rdb_changes_since_last_save", 0),
+            ("rdb_bgsave_in_progress", 0), ("rdb_last_save_time", state.last_save),
+            ("aof_enabled", 1), ("aof_rewrite_in_progress", 0),
+            ("aof_last_write_status", "err" if st["write_error"] else "ok"),
+            ("appendfsync", st["fsync_policy"]), ("edgekv_segments", st["segments"]),
+            ("edgekv_disk_bytes", st["disk_bytes"]), ("edgekv_dead_bytes", st["dead_bytes"]),
+            ("edgekv_last_seq", st["last_seq"]), ("edgekv_durable_seq", st["durable_seq"]),
+            ("edgekv_fsyncs", st["fsync_count"]),
+            ("edgekv_corrupt_records", st["corrupt_records"]),
+            ("edgekv_recovery_seconds", f"{store.recovery.seconds:.3f}"),
+        ],
+        "stats": [
+            ("total_connections_received", stats.total_connections),
+            ("total_commands_processed", stats.total_commands),
+            ("instantaneous_ops_per_sec", 0),
+            ("total_net_input_bytes", stats.net_input_bytes),
+            ("total_net_output_bytes", stats.net_output_bytes),
+            ("rejected_connections", stats.rejected_connections),
+            ("expired_keys", stats.expired_keys), ("evicted_keys", 0),
+            ("keyspace_hits", stats.keyspace_hits), ("keyspace_misses", stats.keyspace_misses),
+            ("total_error_replies", 0), ("unexpected_error_replies", 0),
+            ("total_auth_failures", stats.failed_auth),
+            ("total_protocol_errors", stats.protocol_errors),
+        ],
+        "replication": [("role", "master"), ("connected_slaves", 0)],
+        "cpu": [("used_cpu_sys", f"{usage.ru_stime:.6f}"), ("used_cpu_user", f"{usage.ru_utime:.6f}")],
+        "modules": [],
+        "keyspace": keyspace,
+        "cluster": [("cluster_enabled", 0)],
+        "commandstats": [(f"cmdstat_{name}", f"calls={calls},usec=0,usec_per_call=0.00,"
+                                             f"rejected_calls=0,failed_calls=0")
+                         for name, calls in sorted(stats.command_calls.items())],
+    }
+
+
+def _human(n: int) -> str:
+    for unit in ("B", "K", "M", "G"):
+        if n < 1024 or unit == "G":
+            return f"{n:.2f}{unit}" if unit != "B" else f"{n}B"
+        n /= 1024
+    return f"{n:.2f}G"
+
+
+@command("info")
+def info(session, args):
+    sections = info_sections(session)
+    wanted = [a.decode("utf-8", "replace").lower() for a in args[1:]] or ["default"]
+    names: list[str] = []
+    for w in wanted:
+        if w in ("all", "everything"):
+            names.extend(sections)
+        elif w == "default":
+            names.extend(_DEFAULT_SECTIONS + ("cluster",))
+        elif w in sections:
+            names.append(w)
+    out = []
+    for name in dict.fromkeys(names):
+        out.append(f"# {name.capitalize() if name != 'cpu' else 'CPU'}")
+        out.extend(f"{key}:{value}" for key, value in sections[name])
+        out.append("")
+    text = "\r\n".join(out).rstrip("\r\n") + "\r\n"
+    return encode_bulk(text.encode())
+
+
+# ---------------------------------------------------------------------------- CONFIG
+
+
+def _config_params(session) -> dict[str, str]:
+    state = session.state
+    c = state.config
+    return {
+        "appendfsync": state.store.fsync_policy,
+        "appendonly": "yes",
+        "save": c.extra.get("save", ""),
+        "maxclients": str(c.maxclients),
+        "requirepass": c.requirepass or "",
+        "min-ttl": str(session.namespace.limits.min_ttl_seconds),
+        "port": str(c.port),
+        "bind": c.bind,
+        "dir": state.store.path,
+        "databases": str(c.max_namespaces),
+        "proto-max-bulk-len": str(c.proto_max_bulk_len),
+        "client-query-buffer-limit": str(c.client_query_buffer_limit),
+        "client-output-buffer-limit": f"normal {c.client_output_buffer_limit} "
+                                      f"{c.client_output_buffer_limit} 0",
+        "protected-mode": "yes" if c.protected_mode else "no",
+        "maxmemory": "0",
+        "maxmemory-policy": "noeviction",
+        "timeout": "0",
+        "tcp-keepalive": "300",
+        "proto-max-multibulk-len": str(c.max_multibulk_len),
+    }
+
+
+_MUTABLE = {"appendfsync", "save", "maxclients", "requirepass", "min-ttl", "proto-max-bulk-len",
+            "client-query-buffer-limit", "client-output-buffer-limit", "timeout", "maxmemory",
+            "maxmemory-policy", "tcp-keepalive"}
+
+
+def _config_set(session, name: str, value: str) -> None:
+    state = session.state
+    c = state.config
+    store = state.store
+    if name == "appendfsync":
+        if value not in ("always", "everysec", "no"):
+            raise ValueError("argument must be one of the following: always, everysec, no")
+        store.set_fsync_policy(value)
+        c.fsync = value
+    elif name == "save":
+        c.extra["save"] = value  # edgekv has no snapshots: every write is already in the log
+    elif name == "maxclients":
+        c.maxclients = int(value)
+    elif name == "requirepass":
+        c.requirepass = value or None
+    elif name == "min-ttl":
+        seconds = int(value)
+        if seconds < 1:
+            raise ValueError("argument must be at least 1")
+        store.limits = dataclasses.replace(store.limits, min_ttl_seconds=seconds)
+        c.min_ttl = seconds
+    elif name == "proto-max-bulk-len":
+        c.proto_max_bulk_len = parse_size(value)
+        state.protocol_limits_changed()
+    elif name == "client-query-buffer-limit":
+        c.client_query_buffer_limit = parse_size(value)
+        state.protocol_limits_changed()
+    elif name == "client-output-buffer-limit":
+        parts = value.split()
+        if len(parts) != 4 or parts[0] != "normal":
+            raise ValueError("only the 'normal <hard> <soft> <seconds>' class is supported")
+        c.client_output_buffer_limit = parse_size(parts[1]) or 0
+    elif name in ("timeout", "maxmemory", "maxmemory-policy", "tcp-keepalive"):
+        c.extra[name] = value  # accepted for compatibility; edgekv does not act on these
+
+
+@command("config")
+def config(session, args):
+    sub = subcommand(session, args, "config")
+    if sub == "get":
+        params = _config_params(session)
+        found: dict[str, str] = {}
+        for pattern in args[2:]:
+            pattern = pattern.lower()
+            for name, value in params.items():
+                if matches(pattern, name.encode()):
+                    found[name] = value
+        return reply(session, found)
+    if sub == "set":
+        pairs = args[2:]
+        if len(pairs) % 2:
+            raise CommandError("ERR wrong number of arguments for 'config|set' command")
+        params = _config_params(session)
+        for raw_name, raw_value in zip(pairs[::2], pairs[1::2]):
+            name = as_text(raw_name).lower()
+            if name not in params:
+                raise CommandError(f"ERR Unknown option or number of arguments for CONFIG SET - "
+                                   f"'{name}'")
+            if name not in _MUTABLE:
+                raise CommandError(f"ERR CONFIG SET failed (possibly related to argument "
+                                   f"'{name}') - can't set immutable config")
+            try:
+                _config_set(session, name, as_text(raw_value))
+            except ValueError as exc:
+                raise CommandError(f"ERR CONFIG SET failed (possibly related to argument "
+                                   f"'{name}') - {exc}") from None
+        return OK
+    if sub == "resetstat":
+        session.state.stats.reset()
+        return OK
+    return help_reply(session, "config")
+
+
+# ---------------------------------------------------------------------------- COMMAND
+
+
+@command("command")
+def command_(session, args):
+    if len(args) == 1:
+        return reply(session, command_table.command_info())
+    sub = subcommand(session, args, "command")
+    try:
+        if sub == "count":
+            return encode_int(command_table.command_count())
+        if sub == "list":
+            return reply(session, command_table.command_list(args[2:]))
+        if sub == "info":
+            return reply(session, command_table.command_info(args[2:]))
+        if sub == "docs":
+            return reply(session, command_table.command_docs(args[2:]))
+        if sub == "getkeys":
+            return reply(session, command_table.command_getkeys(args[2:]))
+    except command_table.CommandTableError as exc:
+        raise CommandError(str(exc)) from None
+    return help_reply(session, "command")
+
+
+# ---------------------------------------------------------------------------- persistence
+
+
+@command("time")
+def time_(session, args):
+    now = time.time_ns() // 1000
+    return reply(session, [str(now // 1_000_000).encode(), str(now % 1_000_000).encode()])
+
+
+@command("save")
+def save(session, args):
+    session.state.store.sync()
+    session.state.last_save = int(time.time())
+    return OK
+
+
+@command("bgsave")
+def bgsave(session, args):
+    if len(args) > 2 or (len(args) == 2 and args[1].lower() != b"schedule"):
+        raise CommandError(SYNTAX)
+    state = session.state
+
+    def run():
+        state.store.sync()
+        state.last_save = int(time.time())
+    threading.Thread(target=run, name="edgekv-bgsave", daemon=True).start()
+    return b"+Background saving started\r\n"
+
+
+@command("lastsave")
+def lastsave(session, args):
+    return encode_int(session.state.last_save)
+
+
+@command("bgrewriteaof")
+def bgrewriteaof(session, args):
+    store = session.state.store
+    compact = getattr(store, "compact", None)
+    if compact is None:
+        raise CommandError("ERR this edgekv build cannot compact yet (BGREWRITEAOF maps to "
+                           "compaction)")
+    threading.Thread(target=compact, name="edgekv-compact", daemon=True).start()
+    return b"+Background append only file rewriting started\r\n"
+
+
+@command("shutdown")
+def shutdown(session, args):
+    for arg in args[1:]:
+        if arg.lower() not in (b"nosave", b"save", b"now", b"force", b"abort"):
+            raise CommandError(SYNTAX)
+    if any(a.lower() == b"abort" for a in args[1:]):
+        raise CommandError("ERR No shutdown in progress.")
+    requested = session.state.shutdown_requested
+    if requested is not None:
+        requested()
+    session.close_after_reply = True
+    return b""  # Redis closes the connection without a reply on success

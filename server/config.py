@@ -1,0 +1,126 @@
+"""Server settings: defaults, an optional Redis-style config file, and command-line overrides.
+
+The config file uses redis.conf's shape, one ``name value`` per line, ``#`` comments, with the
+same names as the long command-line options (``port 6380``, ``fsync everysec``,
+``requirepass s3cret``).  Command-line options win over the file.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import os
+import shlex
+from dataclasses import dataclass, field, fields
+
+MIB = 1024 * 1024
+
+
+@dataclass
+class ServerConfig:
+    bind: str = "127.0.0.1"
+    port: int = 6379
+    data_dir: str = "./edgekv-data"
+    fsync: str = "always"
+    requirepass: str | None = None
+    maxclients: int = 10_000
+    min_ttl: int = 60
+    protected_mode: bool = True
+    http_port: int | None = 8787
+    http_bind: str | None = None  # defaults to ``bind``
+    segment_bytes: int = 64 * MIB
+    max_value_bytes: int = 25 * MIB
+    proto_max_bulk_len: int = 32 * MIB
+    max_multibulk_len: int = 1024 * 1024
+    client_query_buffer_limit: int = 1024 * MIB
+    client_output_buffer_limit: int = 256 * MIB
+    max_namespaces: int = 1000
+    write_rate_limit: bool = False
+    log_level: str = "INFO"
+    extra: dict = field(default_factory=dict)
+
+    def check(self) -> None:
+        """Refuse settings that would expose an unprotected store (Redis's protected mode)."""
+        if self.fsync not in ("always", "everysec", "no"):
+            raise ValueError(f"fsync must be always, everysec or no; got {self.fsync!r}")
+        if self.min_ttl < 1:
+            raise ValueError(f"min-ttl must be at least 1 second; got {self.min_ttl}")
+        if self.protected_mode and not self.requirepass:
+            for host in filter(None, {self.bind, self.http_bind}):
+                if not is_loopback(host):
+                    raise ValueError(
+                        f"refusing to listen on {host} without a password (protected mode): set "
+                        f"--requirepass, or pass --protected-mode no if the network is trusted")
+
+    def bind_addresses(self) -> list[str]:
+        return self.bind.split()
+
+
+def is_loopback(host: str) -> bool:
+    for part in host.split():
+        if part in ("localhost",):
+            continue
+        try:
+            if not ipaddress.ip_address(part.lstrip("-")).is_loopback:
+                return False
+        except ValueError:
+            return False
+    return True
+
+
+_BOOL = {"yes": True, "no": False, "true": True, "false": False, "1": True, "0": False}
+
+
+def parse_size(text: str) -> int:
+    """Redis's memory units: ``32mb``, ``1gb``, ``512k``, plain bytes."""
+    text = text.strip().lower()
+    units = {"kb": 1024, "k": 1000, "mb": MIB, "m": 1000 ** 2, "gb": 1024 * MIB, "g": 1000 ** 3,
+             "b": 1}
+    for suffix, factor in units.items():
+        if text.endswith(suffix) and text[: -len(suffix)].strip().isdigit():
+            return int(text[: -len(suffix)]) * factor
+    return int(text)
+
+
+_SIZE_FIELDS = {"segment_bytes", "max_value_bytes", "proto_max_bulk_len",
+                "client_query_buffer_limit", "client_output_buffer_limit"}
+
+
+def coerce(name: str, raw: str):
+    """Convert a text setting to the type of the ServerConfig field ``name``."""
+    if name in _SIZE_FIELDS:
+        return parse_size(raw)
+    if name in ("protected_mode", "write_rate_limit"):
+        if raw.lower() not in _BOOL:
+            raise ValueError(f"{name.replace('_', '-')} must be yes or no; got {raw!r}")
+        return _BOOL[raw.lower()]
+    if name == "http_port":
+        return None if raw.lower() in ("0", "no", "off", "none") else int(raw)
+    if name in ("port", "maxclients", "min_ttl", "max_multibulk_len", "max_namespaces"):
+        return int(raw)
+    if name == "requirepass":
+        return raw or None
+    return raw
+
+
+def load_file(path: str) -> dict:
+    known = {f.name for f in fields(ServerConfig)}
+    values: dict = {}
+    with open(path, encoding="utf-8") as fh:
+        for number, line in enumerate(fh, 1):
+            line = line.strip()
+            if not line or line.startswith("#"):
+                continue
+            parts = shlex.split(line)
+            name = parts[0].lower().replace("-", "_")
+            if name not in known or name == "extra":
+                raise ValueError(f"{path}:{number}: unknown setting {parts[0]!r}")
+            values[name] = coerce(name, " ".join(parts[1:]))
+    return values
+
+
+def build(file: str | None = None, **overrides) -> ServerConfig:
+    values = load_file(file) if file else {}
+    values.update({k: v for k, v in overrides.items() if v is not None})
+    config = ServerConfig(**values)
+    config.data_dir = os.path.abspath(config.data_dir)
+    return config

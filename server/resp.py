@@ -1,0 +1,915 @@
+"""A sans-IO RESP codec: request bytes in, argument lists out; Python values in, reply bytes out.
+
+Theory of operation
+===================
+
+Nothing here touches a socket, a loop or a clock.  The connection code owns the I/O: it hands
+every chunk it reads to :meth:`RequestParser.feed`, asks :meth:`RequestParser.commands` for
+whatever complete commands that made available, runs them, and writes the ``bytes`` the
+``encode*`` helpers return.  Everything in between is plain data, so the tests drive the codec
+byte by byte without a server.
+
+Requests
+--------
+Redis accepts two request syntaxes on the same stream and chooses per command by its first
+byte: ``*`` starts a *multibulk* command (``*N\\r\\n`` then N times ``$len\\r\\n<bytes>\\r\\n``),
+anything else is an *inline* command, one line split with the quoting rules of Redis's
+``sdssplitargs``.  We follow ``processInputBuffer`` to the letter, including its error texts,
+because clients and tests match on them.  The parser keeps the unparsed bytes in one buffer
+and a position into it, and takes each multibulk command by one of three routes:
+
+* **Fast path.**  hiredis's C ``Reader`` is fed the rest of the buffer and drained.  But
+  hiredis parses *replies*, so it accepts more than a server may: ``+``, ``(`` and ``=``
+  elements come back as ``bytes`` just like ``$`` bulk strings, ``~`` and ``|`` aggregates as
+  lists, and ``$-1``, ``:1`` or nested arrays as ``None``, ``int`` or ``list`` elements.  A
+  batch is therefore trusted only when hiredis consumed every byte, every command is a
+  non-empty ``list`` of ``bytes``, and the bytes contain none of ``+ ( = ~ |`` at all (so no
+  element could have been anything but a bulk string, and no command anything but an array).
+  Those are five ``memchr`` scans per batch, not work per argument; the element type check is
+  the only per-argument cost.  hiredis's number syntax is Redis's ``string2ll`` (no sign,
+  spaces or leading zeros), so a trusted batch is exactly what Redis would have parsed.
+* **Exact walk.**  Otherwise (suspect bytes, or an incomplete or malformed command at the
+  end) the batch is re-checked command by command against the raw bytes: ``*`` before each
+  command, ``$`` before each argument, the length limits.  This also yields the byte offset
+  where hiredis's answer stops being trustworthy.
+* **Slow path.**  From that offset one command is parsed in Python with Redis's own rules, and
+  the fast path resumes after it.  The Python parser is resumable: a half-received command
+  keeps its finished arguments and its pending bulk length, so a 30 MB value arriving in
+  64 KiB reads costs O(1) per read, and the headers of an incomplete command are checked the
+  moment they arrive (``*1\\r\\n$4000000000\\r\\n`` fails at once rather than after 4 GB).
+
+hiredis is never left holding a partial command: a command that does not complete in one go
+belongs to the Python parser, so no byte is buffered twice and a fully drained ``Reader`` can
+be reused.  A degenerate stream that would make us restart hiredis over and over (inline and
+multibulk interleaved, ``*0`` everywhere) is finished in Python, which is linear.
+
+Errors.  A malformed request raises :class:`ProtocolError`, whose text is what Redis replies
+after ``-ERR`` (``Protocol error: invalid bulk length``...).  Like Redis, which answers and then
+closes such a client, the parser is then dead: it drops further input and raises the same
+error again.  Commands that were complete *before* the bad bytes are still delivered: by
+``next_command`` one at a time before it raises, and by ``commands`` on the exception's
+``commands`` attribute (the list the call would otherwise have returned), so the server runs
+and answers them, then sends the error and closes, which is exactly Redis's order.
+
+Replies
+-------
+Hot replies are constants or one-line helpers with caches (``OK``, ``encode_bulk``,
+``encode_int``).  :func:`encode` maps Python values onto RESP2 or RESP3 for the generic case:
+``None`` → null, ``bytes``/``str`` → blob string, ``int`` → number, ``bool``, ``float``,
+``list``/``tuple`` → array, ``dict`` → map, ``set`` → set, plus marker classes for the types
+Python lacks (:class:`SimpleString`, :class:`ErrorReply`, :class:`Verbatim`, :class:`Push`,
+:class:`BigNumber`, :class:`Attribute`, :data:`NULL_ARRAY`, :class:`Encoded`).  RESP2 gets
+Redis's downgrades: maps flatten to ``k1 v1 k2 v2`` arrays, sets and pushes become arrays,
+booleans ``:1``/``:0``, doubles and big numbers bulk strings.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence, Set
+from types import MappingProxyType
+
+import hiredis
+
+__all__ = [
+    "ProtocolError", "RequestParser", "split_args", "PROTO_INLINE_MAX_SIZE",
+    "ERR_INVALID_MULTIBULK", "ERR_INVALID_BULK", "ERR_TOO_BIG_MBULK_COUNT",
+    "ERR_TOO_BIG_BULK_COUNT", "ERR_TOO_BIG_INLINE", "ERR_UNBALANCED_QUOTES",
+    "ERR_EXPECTED_DOLLAR", "ERR_QUERY_BUFFER",
+    "OK", "PONG", "QUEUED", "NULL2", "NULL3", "NULL_ARRAY2", "EMPTY_ARRAY", "ZERO", "ONE",
+    "encode", "encode_bulk", "encode_int", "encode_error", "encode_simple", "encode_null",
+    "encode_double", "format_double",
+    "SimpleString", "ErrorReply", "Verbatim", "Push", "BigNumber", "Attribute", "Encoded",
+    "NULL_ARRAY",
+]
+
+# ---------------------------------------------------------------------------- request errors
+
+#: Redis's ``PROTO_INLINE_MAX_SIZE``: the longest line (inline command, or a ``*``/``$`` header)
+#: we wait for before calling it garbage.
+PROTO_INLINE_MAX_SIZE = 64 * 1024
+
+# The texts Redis's networking.c sends (after "-ERR ").
+ERR_INVALID_MULTIBULK = "Protocol error: invalid multibulk length"
+ERR_INVALID_BULK = "Protocol error: invalid bulk length"
+ERR_TOO_BIG_MBULK_COUNT = "Protocol error: too big mbulk count string"
+ERR_TOO_BIG_BULK_COUNT = "Protocol error: too big bulk count string"
+ERR_TOO_BIG_INLINE = "Protocol error: too big inline request"
+ERR_UNBALANCED_QUOTES = "Protocol error: unbalanced quotes in request"
+ERR_EXPECTED_DOLLAR = "Protocol error: expected '$', got '{}'"
+# Redis closes such a client without a word; we say why, naming the setting to raise.
+ERR_QUERY_BUFFER = ("Protocol error: client query buffer of {} bytes exceeds "
+                    "client-query-buffer-limit ({} bytes)")
+
+
+class ProtocolError(Exception):
+    """The client broke the protocol; the connection must be answered and closed.
+
+    ``str(exc)`` is the text Redis puts after ``-ERR``.  ``commands`` holds the commands that
+    were complete before the bad bytes (only ever non-empty when raised by
+    :meth:`RequestParser.commands`): run them, answer them, then send the error.
+    """
+
+    def __init__(self, message: str, commands: list[list[bytes]] | None = None) -> None:
+        super().__init__(message)
+        self.commands: list[list[bytes]] = [] if commands is None else commands
+
+
+class _Fail(Exception):
+    """Internal: unwinds the parse loop with a Redis error text."""
+
+
+def _strict_int(digits) -> int | None:
+    """Redis's ``string2ll``: what headers may say.  No '+', spaces, leading zeros or "-0"."""
+    if not 0 < len(digits) <= 20:
+        return None
+    if digits[0] == 45:  # '-'
+        body = digits[1:]
+        if not body:
+            return None
+    else:
+        body = digits
+    if not body.isdigit() or (body[0] == 48 and len(digits) > 1):  # '0' only as "0" itself
+        return None
+    value = int(digits)
+    if not -(1 << 63) <= value < (1 << 63):
+        return None
+    return value
+
+
+def _byte_char(byte: int) -> str:
+    """One request byte for an error text; bytes >= 0x80 survive a surrogateescape encode."""
+    return chr(byte) if byte < 128 else chr(0xDC00 + byte)
+
+
+# ---------------------------------------------------------------------------- inline commands
+
+_ISSPACE = frozenset(b" \t\n\r\x0b\x0c")     # C isspace(): what separates and follows tokens
+_TOKEN_END = frozenset(b" \n\r\t")           # what ends an unquoted token (NUL ends the line)
+_ESCAPES = {ord("n"): 10, ord("r"): 13, ord("t"): 9, ord("b"): 8, ord("a"): 7}
+_HEX = frozenset(b"0123456789abcdefABCDEF")
+
+
+def split_args(line: bytes) -> list[bytes] | None:
+    """Split one inline request line the way Redis's ``sdssplitargs`` does; None = unbalanced.
+
+    Double quotes take ``\\n \\r \\t \\b \\a \\xHH`` and ``\\<any>`` escapes, single quotes only
+    ``\\'``; a closing quote must be followed by a space or the end; a quote may open mid-token
+    (``a"b c"`` is one argument, ``ab c``).  The line is a C string to Redis, so a NUL ends it.
+    """
+    nul = line.find(0)
+    if nul >= 0:
+        line = line[:nul]
+    if 34 not in line and 39 not in line and 11 not in line and 12 not in line:
+        return line.split()  # ASCII whitespace minus \v \f: exactly Redis's separators here
+    n = len(line)
+    out: list[bytes] = []
+    i = 0
+    while True:
+        while i < n and line[i] in _ISSPACE:
+            i += 1
+        if i >= n:
+            return out
+        cur = bytearray()
+        in_dq = in_sq = False
+        while True:
+            c = line[i] if i < n else 0
+            nxt = line[i + 1] if i + 1 < n else 0
+            done = False
+            if in_dq:
+                if (c == 92 and nxt == 120 and i + 3 < n  # \xHH
+                        and line[i + 2] in _HEX and line[i + 3] in _HEX):
+                    cur.append(int(line[i + 2:i + 4], 16))
+                    i += 3
+                elif c == 92 and nxt:
+                    i += 1
+                    cur.append(_ESCAPES.get(nxt, nxt))
+                elif c == 34:  # closing "
+                    if nxt and nxt not in _ISSPACE:
+                        return None
+                    done = True
+                elif not c:
+                    return None
+                else:
+                    cur.append(c)
+            elif in_sq:
+                if c == 92 and nxt == 39:
+                    i += 1
+                    cur.append(39)
+                elif c == 39:  # closing '
+                    if nxt and nxt not in _ISSPACE:
+                        return None
+                    done = True
+                elif not c:
+                    return None
+                else:
+                    cur.append(c)
+            elif not c or c in _TOKEN_END:
+                done = True
+            elif c == 34:
+                in_dq = True
+            elif c == 39:
+                in_sq = True
+            else:
+                cur.append(c)
+            if i < n:
+                i += 1
+            if done:
+                break
+        out.append(bytes(cur))
+
+
+# ---------------------------------------------------------------------------- request parser
+
+_Reader = hiredis.Reader
+_NO_DATA = object()   # hiredis's "need more bytes"; its default, False, is also a RESP3 reply (#f)
+_HIREDIS_RESTARTS = 4  # per parse call; past this, a degenerate stream is finished in Python
+
+
+class RequestParser:
+    """Incremental RESP request parser: ``feed`` bytes, take complete commands.
+
+    Each command is a non-empty ``list[bytes]`` (never decoded).  The limits are plain
+    attributes and may be changed at any time (CONFIG SET); they apply from the next header.
+    """
+
+    __slots__ = ("_buf", "_pos", "_reader", "_mb_left", "_bulklen", "_args", "_argbytes",
+                 "_queue", "_error", "_max_bulk", "_max_mb", "_max_qbuf", "_fast_limit")
+
+    def __init__(self, *, max_bulk_len: int = 32 * 1024 * 1024,
+                 max_multibulk_len: int = 1024 * 1024,
+                 max_query_buffer: int = 1024 * 1024 * 1024) -> None:
+        self._buf: bytes | bytearray = b""  # unparsed input starts at _pos
+        self._pos = 0
+        self._reader = None      # a fully drained hiredis Reader, or None
+        self._mb_left = 0        # Python parser mid-command: arguments still to come...
+        self._bulklen = -1       # ...the pending argument's length once its header is read...
+        self._args: list[bytes] | None = None  # ...and the arguments read so far
+        self._argbytes = 0
+        self._queue: list[list[bytes]] = []    # parsed, not yet taken by next_command (reversed)
+        self._error: str | None = None
+        self._max_bulk = self._max_mb = self._fast_limit = 0
+        self._max_qbuf = max_query_buffer
+        self.max_bulk_len = max_bulk_len
+        self.max_multibulk_len = max_multibulk_len
+
+    # ------------------------------------------------------------------ limits
+
+    @property
+    def max_bulk_len(self) -> int:
+        """proto-max-bulk-len: the longest argument, checked on its ``$`` header."""
+        return self._max_bulk
+
+    @max_bulk_len.setter
+    def max_bulk_len(self, value: int) -> None:
+        self._max_bulk = int(value)
+        self._update_fast_limit()
+
+    @property
+    def max_multibulk_len(self) -> int:
+        """The most arguments one command may announce, checked on its ``*`` header."""
+        return self._max_mb
+
+    @max_multibulk_len.setter
+    def max_multibulk_len(self, value: int) -> None:
+        self._max_mb = int(value)
+        self._update_fast_limit()
+
+    @property
+    def max_query_buffer(self) -> int:
+        """client-query-buffer-limit: bytes a client may have us hold for an unfinished command."""
+        return self._max_qbuf
+
+    @max_query_buffer.setter
+    def max_query_buffer(self, value: int) -> None:
+        self._max_qbuf = int(value)
+
+    def _update_fast_limit(self) -> None:
+        # A trusted batch of B bytes cannot hold an argument longer than B, nor a command of
+        # more than B/6 arguments (``$0\r\n\r\n`` each): below this size the fast path need not
+        # look at the limits at all.
+        self._fast_limit = min(self._max_bulk, 6 * self._max_mb)
+
+    @property
+    def buffered(self) -> int:
+        """Bytes held for commands not complete yet (what the query buffer limit measures)."""
+        return len(self._buf) - self._pos + self._argbytes
+
+    # ------------------------------------------------------------------ input
+
+    def feed(self, data: bytes) -> None:
+        """Append received bytes.  Parsing happens when commands are asked for."""
+        buf = self._buf
+        if not buf:
+            # The common case, a read holding whole commands, is parsed in place, no copy.
+            self._buf = data if type(data) is bytes else bytes(data)
+        elif type(buf) is bytes:
+            buf = bytearray(buf)  # a partial command: grow it in place from now on
+            buf += data
+            self._buf = buf
+        else:
+            buf += data
+
+    def commands(self) -> list[list[bytes]]:
+        """Every complete command buffered now, in order.
+
+        Raises :class:`ProtocolError` on malformed input; its ``commands`` attribute carries the
+        commands that were complete before the bad bytes (what this call would have returned).
+        """
+        out = self._parse() if self._buf else []
+        if self._queue:
+            queued = self._queue
+            queued.reverse()
+            out = queued + out
+            self._queue = []
+        if self._error is not None:
+            raise ProtocolError(self._error, out)
+        return out
+
+    def next_command(self) -> list[bytes] | None:
+        """The next complete command, or None when more bytes are needed.
+
+        Commands complete before a protocol error are returned first; the call after the last
+        of them raises :class:`ProtocolError`.
+        """
+        queue = self._queue
+        if not queue and self._buf and self._error is None:
+            queue = self._parse()
+            queue.reverse()
+            self._queue = queue
+        if queue:
+            return queue.pop()
+        if self._error is not None:
+            raise ProtocolError(self._error)
+        return None
+
+    # ------------------------------------------------------------------ parsing
+
+    def _parse(self) -> list[list[bytes]]:
+        """Parse every complete command in the buffer; record a protocol error, never raise."""
+        if self._error is not None:
+            self._buf = b""
+            return []
+        raw = self._buf
+        pos = self._pos
+        end = len(raw)
+        out: list[list[bytes]] = []
+        restarts = _HIREDIS_RESTARTS
+        try:
+            while pos < end:
+                if self._mb_left:  # a command the Python parser has started
+                    cmd, pos = self._multibulk(raw, pos, end)
+                    if cmd is None:
+                        break
+                    out.append(cmd)
+                    continue
+                if raw[pos] != 42:  # not '*': an inline command
+                    cmd, pos = self._inline(raw, pos, end)
+                    if cmd is None:
+                        break
+                    if cmd:
+                        out.append(cmd)
+                    continue
+                if not restarts:
+                    cmd, pos = self._multibulk(raw, pos, end)
+                    if cmd is None:
+                        break
+                    if cmd:
+                        out.append(cmd)
+                    continue
+                restarts -= 1
+
+                # Fast path: let hiredis run over everything that is left.
+                reader = self._reader
+                if reader is None:
+                    reader = _Reader(notEnoughData=_NO_DATA)
+                self._reader = None
+                reader.feed(raw, pos)
+                batch: list = []
+                append = batch.append
+                gets = reader.gets
+                trusted = True
+                try:
+                    while True:
+                        cmd = gets()
+                        if cmd is _NO_DATA:
+                            break
+                        append(cmd)
+                        if type(cmd) is not list or not cmd:
+                            trusted = False
+                            break
+                        for arg in cmd:
+                            if type(arg) is not bytes:
+                                trusted = False
+                                break
+                        if not trusted:
+                            break
+                except Exception:  # garbage, or a count hiredis could not allocate for
+                    trusted = False
+                drained = trusted and not reader.has_data()
+                if drained:
+                    rest = raw if pos == 0 else raw[pos:]
+                    if (end - pos <= self._fast_limit and 43 not in rest and 40 not in rest
+                            and 61 not in rest and 126 not in rest and 124 not in rest):
+                        out += batch
+                        pos = end
+                        self._reader = reader
+                        break
+
+                # Exact walk: keep what provably matches the bytes, find where it stops.
+                for cmd in batch:
+                    after = self._walk(raw, pos, cmd)
+                    if after < 0:
+                        break
+                    if cmd:
+                        out.append(cmd)
+                    pos = after
+                if pos >= end:
+                    if drained:
+                        self._reader = reader
+                    break
+                if raw[pos] != 42:  # hiredis read a non-array here: it is an inline command
+                    continue
+                # Slow path for the one command hiredis could not vouch for.
+                cmd, pos = self._multibulk(raw, pos, end)
+                if cmd is None:
+                    break
+                if cmd:
+                    out.append(cmd)
+        except _Fail as exc:
+            self._fail(str(exc))
+            return out
+
+        if pos >= end:
+            self._buf = b""
+            self._pos = 0
+            if not self._argbytes:
+                return out
+            held = self._argbytes
+        else:
+            if pos:
+                if type(raw) is bytearray:
+                    del raw[:pos]  # cheap: CPython just advances the array's start
+                else:
+                    self._buf = raw[pos:]
+                self._pos = 0
+            held = end - pos + self._argbytes
+        if held > self._max_qbuf:
+            self._fail(ERR_QUERY_BUFFER.format(held, self._max_qbuf))
+        return out
+
+    def _fail(self, message: str) -> None:
+        self._error = message
+        self._buf = b""
+        self._pos = 0
+        self._reader = None
+        self._mb_left = 0
+        self._bulklen = -1
+        self._args = None
+        self._argbytes = 0
+
+    def _walk(self, raw, p: int, cmd) -> int:
+        """Where ``cmd``, as hiredis parsed it at ``p``, ends; -1 unless Redis would agree.
+
+        hiredis already checked the digits, so the first CR after a type byte ends its header.
+        """
+        if type(cmd) is not list or raw[p] != 42 or len(cmd) > self._max_mb:
+            return -1
+        p = raw.index(13, p) + 2
+        max_bulk = self._max_bulk
+        for arg in cmd:
+            if type(arg) is not bytes or raw[p] != 36:
+                return -1
+            size = len(arg)
+            if size > max_bulk:
+                return -1
+            p = raw.index(13, p) + 4 + size
+        return p
+
+    def _multibulk(self, raw, pos: int, end: int):
+        """Redis's ``processMultibulkBuffer``, resumable.
+
+        Returns ``(command, pos)``: a list of arguments, ``[]`` for an empty command (``*0``,
+        ``*-1``: skipped, as Redis does), or ``None`` when more bytes are needed.
+        """
+        args = self._args
+        if not self._mb_left:
+            newline = raw.find(13, pos)
+            if newline < 0:
+                if end - pos > PROTO_INLINE_MAX_SIZE:
+                    raise _Fail(ERR_TOO_BIG_MBULK_COUNT)
+                return None, pos
+            if newline + 2 > end:  # Redis trusts whatever byte follows the CR
+                return None, pos
+            count = _strict_int(raw[pos + 1:newline])
+            if count is None or count > self._max_mb:
+                raise _Fail(ERR_INVALID_MULTIBULK)
+            pos = newline + 2
+            if count <= 0:
+                return [], pos
+            self._mb_left = count
+            self._bulklen = -1
+            self._args = args = []
+            self._argbytes = 0
+        max_bulk = self._max_bulk
+        while True:
+            size = self._bulklen
+            if size < 0:
+                newline = raw.find(13, pos)
+                if newline < 0:
+                    if end - pos > PROTO_INLINE_MAX_SIZE:
+                        raise _Fail(ERR_TOO_BIG_BULK_COUNT)
+                    return None, pos
+                if newline + 2 > end:
+                    return None, pos
+                if raw[pos] != 36:
+                    raise _Fail(ERR_EXPECTED_DOLLAR.format(_byte_char(raw[pos])))
+                size = _strict_int(raw[pos + 1:newline])
+                if size is None or size < 0 or size > max_bulk:
+                    raise _Fail(ERR_INVALID_BULK)
+                pos = newline + 2
+                self._bulklen = size
+            if end - pos < size + 2:
+                return None, pos
+            arg = raw[pos:pos + size]
+            if type(arg) is not bytes:
+                arg = bytes(arg)
+            args.append(arg)
+            self._argbytes += size
+            pos += size + 2  # like Redis, whatever the two bytes after the data are
+            self._bulklen = -1
+            self._mb_left -= 1
+            if not self._mb_left:
+                self._args = None
+                self._argbytes = 0
+                return args, pos
+
+    def _inline(self, raw, pos: int, end: int):
+        """Redis's ``processInlineBuffer``: one ``\\n``-terminated line (``\\r`` optional)."""
+        newline = raw.find(10, pos)
+        if newline < 0:
+            if end - pos > PROTO_INLINE_MAX_SIZE:
+                raise _Fail(ERR_TOO_BIG_INLINE)
+            return None, pos
+        stop = newline - 1 if newline > pos and raw[newline - 1] == 13 else newline
+        line = raw[pos:stop]
+        args = split_args(line if type(line) is bytes else bytes(line))
+        if args is None:
+            raise _Fail(ERR_UNBALANCED_QUOTES)
+        return args, newline + 1
+
+
+# ---------------------------------------------------------------------------- reply constants
+
+OK = b"+OK\r\n"
+PONG = b"+PONG\r\n"
+QUEUED = b"+QUEUED\r\n"
+NULL2 = b"$-1\r\n"        #: RESP2 null (bulk)
+NULL3 = b"_\r\n"          #: RESP3 null
+NULL_ARRAY2 = b"*-1\r\n"  #: RESP2 null array (BLPOP timeout, EXEC after WATCH failure...)
+EMPTY_ARRAY = b"*0\r\n"
+ZERO = b":0\r\n"
+ONE = b":1\r\n"
+_CRLF = b"\r\n"
+
+_BULK_HEADERS = tuple(b"$%d\r\n" % n for n in range(1024))
+_INTS = tuple(b":%d\r\n" % n for n in range(-1, 10000))  # _INTS[n + 1]
+_INT64_MIN, _INT64_MAX = -(1 << 63), (1 << 63) - 1
+
+
+def encode_bulk(data: bytes) -> bytes:
+    """A blob string.  Any bytes-like object; ``str`` goes through :func:`encode`."""
+    size = len(data)
+    if size < 1024:
+        return _BULK_HEADERS[size] + data + _CRLF  # small: two tiny copies beat formatting
+    return b"$%d\r\n%b\r\n" % (size, data)  # large: one copy of the payload
+
+
+def encode_int(n: int) -> bytes:
+    """A RESP number (``:n``); the caller keeps it within int64, as Redis's replies are."""
+    if -1 <= n < 9999:
+        return _INTS[n + 1]
+    return b":%d\r\n" % n
+
+
+def _line_text(text) -> bytes:
+    """Status/error text as bytes, with CR and LF turned into spaces (Redis does the same)."""
+    if type(text) is not bytes:
+        text = str(text).encode("utf-8", "surrogateescape")
+    if 13 in text or 10 in text:
+        text = text.replace(b"\r", b" ").replace(b"\n", b" ")
+    return text
+
+
+def encode_error(msg: str) -> bytes:
+    """An error reply; ``msg`` starts with its code word (``ERR ...``, ``WRONGTYPE ...``)."""
+    text = _line_text(msg)
+    if text[:1] == b"-":  # tolerate a caller that already wrote the marker
+        text = text[1:]
+    return b"-" + (text or b"ERR") + _CRLF
+
+
+def encode_simple(s: str) -> bytes:
+    """A simple (status) string such as ``+OK``."""
+    return b"+" + _line_text(s) + _CRLF
+
+
+def encode_null(protocol: int) -> bytes:
+    return NULL3 if protocol == 3 else NULL2
+
+
+_LL_HALF = float((1 << 63) // 2)
+
+
+def format_double(value: float) -> bytes:
+    """A double the way Redis 7.2+ writes it (``d2string``): integers without a fraction,
+    otherwise the shortest round-trip digits in ``fpconv_dtoa``'s layout; ``inf``, ``-inf``,
+    ``nan``."""
+    if value != value:
+        return b"nan"
+    if value in (math.inf, -math.inf):
+        return b"inf" if value > 0 else b"-inf"
+    if value == 0:
+        return b"-0" if math.copysign(1.0, value) < 0 else b"0"
+    if -_LL_HALF <= value <= _LL_HALF and value.is_integer():
+        return b"%d" % int(value)
+    negative = value < 0
+    mantissa, _, exponent = repr(-value if negative else value).partition("e")
+    whole, _, fraction = mantissa.partition(".")
+    digits = (whole + fraction).lstrip("0")
+    k = (int(exponent) if exponent else 0) - len(fraction)  # value == digits * 10**k
+    stripped = digits.rstrip("0")
+    k += len(digits) - len(stripped)
+    digits = stripped
+    ndigits = len(digits)
+    exp = abs(k + ndigits - 1)
+    if k >= 0 and exp < ndigits + 7:
+        text = digits + "0" * k
+    elif k < 0 and (k > -7 or exp < 4):
+        point = ndigits + k
+        text = ("0." + "0" * -point + digits) if point <= 0 else (
+            digits[:point] + "." + digits[point:])
+    else:
+        text = digits[0] + ("." + digits[1:] if ndigits > 1 else "") + (
+            "e-" if k + ndigits - 1 < 0 else "e+") + str(exp)
+    return (("-" + text) if negative else text).encode()
+
+
+def encode_double(value: float, protocol: int) -> bytes:
+    """A RESP3 double (``,1.5``), or in RESP2 the same text as a blob string, as Redis does."""
+    text = format_double(value)
+    if protocol == 3:
+        return b"," + text + _CRLF
+    return _BULK_HEADERS[len(text)] + text + _CRLF
+
+
+# ---------------------------------------------------------------------------- reply markers
+
+
+class SimpleString(str):
+    """A status reply (``+text``) rather than a blob string."""
+
+    __slots__ = ()
+
+
+class ErrorReply(str):
+    """An error reply (``-CODE text``) as a value, e.g. inside an EXEC result array."""
+
+    __slots__ = ()
+
+
+class BigNumber(int):
+    """A RESP3 big number (``(digits``); a blob string of the digits in RESP2."""
+
+    __slots__ = ()
+
+
+class Push(list):
+    """Out-of-band data (``>`` in RESP3, e.g. pub/sub messages); a plain array in RESP2."""
+
+    __slots__ = ()
+
+
+class Encoded(bytes):
+    """Bytes that already are RESP, embedded as they are (e.g. a reply inside EXEC's array)."""
+
+    __slots__ = ()
+
+
+class Verbatim:
+    """A RESP3 verbatim string (``=len\\r\\ntxt:...``); a blob string of the text in RESP2."""
+
+    __slots__ = ("text", "format")
+
+    def __init__(self, text: bytes | str, format: str = "txt") -> None:
+        if len(format) != 3 or not format.isascii():
+            raise ValueError("a verbatim string format is exactly three ASCII characters")
+        self.text = text
+        self.format = format
+
+    def __repr__(self) -> str:
+        return f"Verbatim({self.text!r}, {self.format!r})"
+
+    def __eq__(self, other) -> bool:
+        return (isinstance(other, Verbatim) and self.text == other.text
+                and self.format == other.format)
+
+    __hash__ = None  # type: ignore[assignment]
+
+
+class Attribute:
+    """A reply with RESP3 attributes (``|``) in front; RESP2 clients get just the value."""
+
+    __slots__ = ("value", "attributes")
+
+    def __init__(self, value, attributes: Mapping) -> None:
+        self.value = value
+        self.attributes = attributes
+
+    def __repr__(self) -> str:
+        return f"Attribute({self.value!r}, {self.attributes!r})"
+
+
+class _NullArray:
+    """The marker type of :data:`NULL_ARRAY`."""
+
+    __slots__ = ()
+    _instance = None
+
+    def __new__(cls):
+        if cls._instance is None:
+            cls._instance = super().__new__(cls)
+        return cls._instance
+
+    def __repr__(self) -> str:
+        return "NULL_ARRAY"
+
+    def __bool__(self) -> bool:
+        return False
+
+    def __reduce__(self):
+        return (_NullArray, ())
+
+
+#: A null *array*: ``*-1`` in RESP2 (not ``$-1``), ``_`` in RESP3.
+NULL_ARRAY = _NullArray()
+
+
+# ---------------------------------------------------------------------------- generic encoder
+
+
+def encode(value, protocol: int) -> bytes:
+    """Encode any reply value for a client speaking RESP ``protocol`` (2 or 3).
+
+    Nesting is free (maps of maps of sets...).  Unknown types raise ``TypeError``.
+    """
+    kind = type(value)
+    if kind is bytes:
+        return encode_bulk(value)
+    if value is None:
+        return NULL3 if protocol == 3 else NULL2
+    if kind is int and _INT64_MIN <= value <= _INT64_MAX:
+        return encode_int(value)
+    if kind is list and all(type(item) is bytes for item in value):
+        if not value:
+            return EMPTY_ARRAY
+        return b"*%d\r\n%b" % (len(value), b"".join(map(encode_bulk, value)))
+    out: list[bytes] = []
+    _encode_into(value, protocol == 3, out)
+    return b"".join(out)
+
+
+def _encode_into(value, resp3: bool, out: list) -> None:
+    handler = _HANDLERS.get(type(value))
+    if handler is None:
+        handler = _find_handler(type(value))
+    handler(value, resp3, out)
+
+
+def _find_handler(kind):
+    for base in kind.__mro__:
+        handler = _HANDLERS.get(base)
+        if handler is not None:
+            break
+    else:
+        if issubclass(kind, Mapping):
+            handler = _enc_map
+        elif issubclass(kind, Set):
+            handler = _enc_set
+        elif issubclass(kind, Sequence):
+            handler = _enc_array
+        else:
+            raise TypeError(f"cannot encode {kind.__name__} as a RESP reply")
+    _HANDLERS[kind] = handler
+    return handler
+
+
+def _enc_bulk(value, resp3, out):
+    out.append(encode_bulk(value))
+
+
+def _enc_str(value, resp3, out):
+    out.append(encode_bulk(value.encode("utf-8", "surrogateescape")))
+
+
+def _enc_int(value, resp3, out):
+    if _INT64_MIN <= value <= _INT64_MAX:
+        out.append(encode_int(value))
+    else:
+        _enc_bignum(value, resp3, out)
+
+
+def _enc_bool(value, resp3, out):
+    if resp3:
+        out.append(b"#t\r\n" if value else b"#f\r\n")
+    else:
+        out.append(ONE if value else ZERO)
+
+
+def _enc_float(value, resp3, out):
+    out.append(encode_double(value, 3 if resp3 else 2))
+
+
+def _enc_none(value, resp3, out):
+    out.append(NULL3 if resp3 else NULL2)
+
+
+def _enc_null_array(value, resp3, out):
+    out.append(NULL3 if resp3 else NULL_ARRAY2)
+
+
+def _enc_aggregate(marker: bytes, items, resp3, out) -> None:
+    out.append(b"%b%d\r\n" % (marker, len(items)))
+    append = out.append
+    for item in items:
+        if type(item) is bytes:
+            append(encode_bulk(item))
+        else:
+            _encode_into(item, resp3, out)
+
+
+def _enc_array(value, resp3, out):
+    _enc_aggregate(b"*", value, resp3, out)
+
+
+def _enc_set(value, resp3, out):
+    _enc_aggregate(b"~" if resp3 else b"*", value, resp3, out)
+
+
+def _enc_push(value, resp3, out):
+    _enc_aggregate(b">" if resp3 else b"*", value, resp3, out)
+
+
+def _enc_pairs(marker: bytes, mapping, resp3, out) -> None:
+    out.append(b"%b%d\r\n" % (marker, len(mapping) if resp3 else 2 * len(mapping)))
+    for key, item in mapping.items():
+        _encode_into(key, resp3, out)
+        _encode_into(item, resp3, out)
+
+
+def _enc_map(value, resp3, out):
+    _enc_pairs(b"%" if resp3 else b"*", value, resp3, out)
+
+
+def _enc_simple(value, resp3, out):
+    out.append(encode_simple(value))
+
+
+def _enc_error(value, resp3, out):
+    out.append(encode_error(value))
+
+
+def _enc_bignum(value, resp3, out):
+    digits = b"%d" % value
+    out.append(b"(" + digits + _CRLF if resp3 else encode_bulk(digits))
+
+
+def _enc_verbatim(value, resp3, out):
+    text = value.text
+    if type(text) is not bytes:
+        text = text.encode("utf-8", "surrogateescape") if isinstance(text, str) else bytes(text)
+    if resp3:
+        out.append(b"=%d\r\n%b:%b\r\n" % (len(text) + 4, value.format.encode(), text))
+    else:
+        out.append(encode_bulk(text))
+
+
+def _enc_attribute(value, resp3, out):
+    if resp3:
+        _enc_pairs(b"|", value.attributes, resp3, out)
+    _encode_into(value.value, resp3, out)
+
+
+def _enc_encoded(value, resp3, out):
+    out.append(bytes(value))
+
+
+_HANDLERS = {
+    bytes: _enc_bulk, bytearray: _enc_bulk, memoryview: _enc_bulk, str: _enc_str,
+    int: _enc_int, bool: _enc_bool, float: _enc_float, type(None): _enc_none,
+    list: _enc_array, tuple: _enc_array, dict: _enc_map, MappingProxyType: _enc_map,
+    set: _enc_set, frozenset: _enc_set,
+    SimpleString: _enc_simple, ErrorReply: _enc_error, BigNumber: _enc_bignum, Push: _enc_push,
+    Encoded: _enc_encoded, Verbatim: _enc_verbatim, Attribute: _enc_attribute,
+    _NullArray: _enc_null_array,
+}

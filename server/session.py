@@ -1,0 +1,105 @@
+"""One client's state and the command dispatcher; no sockets here.
+
+``Session.execute(args)`` takes one parsed command and returns its encoded reply.  The command
+table (``server/command_table.py``) supplies arity and the exact Redis error texts; handlers
+registered in ``server/commands`` do the work.  Engine errors are mapped here, once, by type:
+a KV error becomes ``-KV PUT failed: 413 ...`` (the binding's text, so Redis clients show the
+exact Workers KV message), a client-side one ``-ERR Key name cannot be empty.``.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+
+from engine import KVError, Namespace
+from engine.errors import CorruptionError, NamespaceNotFoundError, WriteFailedError
+
+from . import command_table
+from .commands import HANDLERS, CommandError
+from .resp import encode_error
+from .state import ServerState
+
+log = logging.getLogger("edgekv.server")
+
+_NO_AUTH_NEEDED = frozenset(("auth", "hello", "quit"))
+
+
+class Session:
+    __slots__ = ("state", "id", "addr", "laddr", "protocol", "authenticated", "namespace", "db",
+                 "name", "lib_name", "lib_ver", "created", "last_interaction", "last_command",
+                 "close_after_reply", "connection")
+
+    def __init__(self, state: ServerState, addr: str = "", laddr: str = "") -> None:
+        self.state = state
+        self.id = next(state.client_ids)
+        self.addr = addr
+        self.laddr = laddr
+        self.protocol = 2
+        self.authenticated = not state.config.requirepass
+        self.namespace: Namespace = state.store.namespace("default")
+        self.db = 0
+        self.name = b""
+        self.lib_name = b""
+        self.lib_ver = b""
+        self.created = time.time()
+        self.last_interaction = self.created
+        self.last_command = b"NULL"
+        self.close_after_reply = False  # QUIT: close once this batch's replies are out
+        self.connection = None  # the transport-side object; None in sans-IO tests
+
+    # ------------------------------------------------------------------ dispatch
+
+    def execute(self, args: list[bytes]) -> bytes:
+        state = self.state
+        state.stats.total_commands += 1
+        name = args[0]
+        entry = HANDLERS.get(name)
+        if entry is None:
+            entry = HANDLERS.get(name.lower())
+            if entry is None:
+                return encode_error(command_table.unknown_command_error(args))
+        spec, handler, op = entry
+        argc = len(args)
+        arity = spec.arity
+        if (arity > 0 and argc != arity) or argc < -arity:
+            return encode_error(command_table.wrong_arity_error(spec))
+        if not self.authenticated and spec.name not in _NO_AUTH_NEEDED:
+            return b"-NOAUTH Authentication required.\r\n"
+        self.last_command = spec.name.encode()
+        calls = state.stats.command_calls
+        calls[spec.name] = calls.get(spec.name, 0) + 1
+        try:
+            return handler(self, args)
+        except CommandError as exc:
+            return encode_error(str(exc))
+        except KVError as exc:
+            if op is not None:
+                exc.with_op(op)
+            return encode_error(kv_error_text(exc))
+        except Exception:
+            log.exception("command %r failed", spec.name)
+            return encode_error(f"ERR internal error while running '{spec.name}'; see the "
+                                f"server log")
+
+    def kill(self) -> None:
+        """CLIENT KILL: drop the connection now."""
+        if self.connection is not None:
+            self.connection.kill()
+
+    def select(self, namespace: Namespace, db: int) -> None:
+        self.namespace = namespace
+        self.db = db
+
+
+def kv_error_text(exc: KVError) -> str:
+    """The RESP error text for an engine error: Redis-style code word first."""
+    if isinstance(exc, CorruptionError):
+        return f"CORRUPT {exc.message}"
+    if isinstance(exc, WriteFailedError):
+        return f"IOERR {exc.message}"
+    if isinstance(exc, NamespaceNotFoundError):
+        return f"ERR {exc.message}"
+    if exc.client_side or exc.op is None:
+        return f"ERR {exc.message}"
+    return str(exc)

@@ -1,0 +1,104 @@
+"""Start real edgekv server processes on free loopback ports, each on its own data directory."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+import redis
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@dataclass
+class ServerProcess:
+    proc: subprocess.Popen
+    port: int
+    data_dir: Path
+    log_path: Path
+
+    def client(self, **kwargs) -> redis.Redis:
+        return redis.Redis(host="127.0.0.1", port=self.port, socket_timeout=30, **kwargs)
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace")
+
+    def kill9(self) -> None:
+        self.proc.send_signal(signal.SIGKILL)
+        self.proc.wait(timeout=10)
+
+    def stop(self, sig=signal.SIGTERM, timeout: float = 15) -> int:
+        if self.proc.poll() is None:
+            self.proc.send_signal(sig)
+            try:
+                self.proc.wait(timeout=timeout)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        return self.proc.returncode
+
+
+def start_server(data_dir: Path, log_path: Path, *extra: str, fsync: str = "always",
+                 port: int | None = None) -> ServerProcess:
+    port = port or free_port()
+    cmd = [sys.executable, "-m", "tools.cli", "serve", "--port", str(port), "--data-dir",
+           str(data_dir), "--fsync", fsync, "--http-port", "0", *extra]
+    log = open(log_path, "ab")
+    proc = subprocess.Popen(cmd, cwd=REPO, stdout=log, stderr=subprocess.STDOUT,
+                            env={**os.environ, "PYTHONPATH": str(REPO)})
+    server = ServerProcess(proc, port, data_dir, log_path)
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"edgekv exited with {proc.returncode}:\n{server.log()}")
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=0.5) as sock:
+                sock.sendall(b"PING\r\n")
+                if sock.recv(64):
+                    return server
+        except OSError:
+            time.sleep(0.05)
+    proc.kill()
+    raise RuntimeError(f"edgekv did not start listening on {port}:\n{server.log()}")
+
+
+@pytest.fixture
+def server_factory(tmp_path):
+    started: list[ServerProcess] = []
+
+    def start(*extra: str, fsync: str = "always", data_dir: Path | None = None,
+              port: int | None = None) -> ServerProcess:
+        directory = data_dir or tmp_path / f"data{len(started)}"
+        server = start_server(directory, tmp_path / f"server{len(started)}.log", *extra,
+                              fsync=fsync, port=port)
+        started.append(server)
+        return server
+
+    yield start
+    for server in started:
+        server.stop(signal.SIGKILL if server.proc.poll() is None else signal.SIGTERM)
+
+
+@pytest.fixture
+def server(server_factory) -> ServerProcess:
+    return server_factory("--min-ttl", "60")
+
+
+@pytest.fixture
+def r(server) -> redis.Redis:
+    client = server.client()
+    yield client
+    client.close()

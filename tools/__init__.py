@@ -1,0 +1,1 @@
+"""edgekv's command line (``edgekv ...``)."""

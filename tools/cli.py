@@ -1,0 +1,99 @@
+"""``edgekv``: the command-line entry point.
+
+    edgekv serve [--port 6379] [--data-dir ./edgekv-data] [--fsync always|everysec|no] ...
+
+Each subcommand lives in its own function; argparse builds ``--help`` (with an example) from
+the parser definitions below.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+
+EXAMPLES_SERVE = """example:
+  edgekv serve --port 6379 --data-dir ./edgekv-data --fsync always
+  redis-cli -p 6379 SET greeting hello
+"""
+
+
+def _add_serve(sub) -> None:
+    p = sub.add_parser("serve", help="run the RESP (and REST) server",
+                       description="Run edgekv's Redis-protocol server on a data directory.",
+                       epilog=EXAMPLES_SERVE, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("config_file", nargs="?", help="optional redis.conf-style settings file")
+    p.add_argument("--port", type=int, help="TCP port (default 6379; 0 picks a free one)")
+    p.add_argument("--bind", help="addresses to listen on, space separated (default 127.0.0.1)")
+    p.add_argument("--data-dir", "--persist-to", dest="data_dir",
+                   help="data directory (default ./edgekv-data)")
+    p.add_argument("--fsync", choices=("always", "everysec", "no"),
+                   help="when writes reach the disk (default always)")
+    p.add_argument("--requirepass", help="password clients must AUTH with")
+    p.add_argument("--maxclients", type=int, help="most simultaneous clients (default 10000)")
+    p.add_argument("--min-ttl", dest="min_ttl", type=int,
+                   help="smallest TTL in seconds a write may set (default 60, Workers KV's floor)")
+    p.add_argument("--protected-mode", dest="protected_mode", choices=("yes", "no"),
+                   help="refuse non-loopback binds without a password (default yes)")
+    p.add_argument("--http-port", dest="http_port", type=int,
+                   help="port of the Cloudflare-compatible REST API (default 8787, 0 = off)")
+    p.add_argument("--segment-bytes", dest="segment_bytes", type=int,
+                   help="rotate segment files at this size (default 64 MiB)")
+    p.add_argument("--log-level", dest="log_level", default=None,
+                   help="DEBUG, INFO (default), WARNING or ERROR")
+    p.set_defaults(func=cmd_serve)
+
+
+def cmd_serve(args) -> int:
+    from server import config as server_config
+    from server.app import run
+
+    overrides = {
+        "port": args.port, "bind": args.bind, "data_dir": args.data_dir, "fsync": args.fsync,
+        "requirepass": args.requirepass, "maxclients": args.maxclients, "min_ttl": args.min_ttl,
+        "segment_bytes": args.segment_bytes, "log_level": args.log_level,
+    }
+    if args.protected_mode is not None:
+        overrides["protected_mode"] = args.protected_mode == "yes"
+    if args.http_port is not None:
+        overrides["http_port"] = args.http_port or None
+    try:
+        config = server_config.build(args.config_file, **overrides)
+        if args.config_file:
+            config.extra["config_file"] = args.config_file
+        config.check()
+    except (ValueError, OSError) as exc:
+        print(f"edgekv serve: {exc}", file=sys.stderr)
+        return 2
+    logging.basicConfig(level=getattr(logging, config.log_level.upper(), logging.INFO),
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr)
+    from engine import StoreError
+    try:
+        run(config)
+    except StoreError as exc:
+        print(f"edgekv serve: {exc}", file=sys.stderr)
+        return 1
+    except OSError as exc:
+        print(f"edgekv serve: cannot listen on {config.bind}:{config.port}: {exc.strerror}",
+              file=sys.stderr)
+        return 1
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="edgekv", description="edgekv: a self-hosted Workers KV "
+                                     "with a Redis-protocol front end.")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    sub.required = True
+    _add_serve(sub)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    return args.func(args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
