@@ -38,7 +38,12 @@ class GroupCommit:
         self.fsync_count = 0
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
-        if policy == "everysec":
+
+    def start(self) -> None:
+        """Start the once-a-second syncer (everysec); separate from __init__ so a store that
+        fails to open never leaves a thread behind."""
+        if self.policy == "everysec" and self._thread is None:
+            self._stop = threading.Event()
             self._thread = threading.Thread(target=self._every_second, name="edgekv-fsync",
                                             daemon=True)
             self._thread.start()
@@ -52,12 +57,7 @@ class GroupCommit:
         self.sync_now()
         self.stop()
         self.policy = policy
-        self._stop = threading.Event()
-        self._thread = None
-        if policy == "everysec":
-            self._thread = threading.Thread(target=self._every_second, name="edgekv-fsync",
-                                            daemon=True)
-            self._thread.start()
+        self.start()
 
     def note_written(self, seq: int) -> None:
         """Called by the writer (under the store lock) after the bytes reached the file."""
@@ -70,6 +70,7 @@ class GroupCommit:
         """Block until every record up to ``seq`` is on disk, sharing fsyncs with other waiters."""
         cond = self._cond
         with cond:
+            seq = min(seq, self.written_seq)  # nothing beyond what was written can be waited for
             while self.durable_seq < seq:
                 if self.failure is not None:
                     raise self.failure
@@ -111,3 +112,4 @@ class GroupCommit:
         self._stop.set()
         if self._thread is not None:
             self._thread.join(timeout=5)
+            self._thread = None

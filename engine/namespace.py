@@ -246,9 +246,15 @@ class Namespace:
                 durable: bool = True) -> int:
         """Write an already-validated entry; returns its sequence number."""
         store = self.store
-        number = self.number
-        store.check_write_rate(number, key)
-        return store.write([Write(number, key, value, expire_ms, metadata)], durable=durable)
+        # The namespace number is read under the lock: a concurrent delete or flush must not
+        # let this write land under a number that is already dead.
+        with store._lock:
+            number = self.number
+            store.check_write_rate(number, key)
+            seq = store.write([Write(number, key, value, expire_ms, metadata)], durable=False)
+        if durable and store.fsync_policy == "always":
+            store.wait_durable(seq)
+        return seq
 
     # ------------------------------------------------------------------ delete
 
@@ -307,20 +313,25 @@ class Namespace:
         if len(items) > self.limits.max_bulk_write_items:
             raise KVValidationError(f"You can write at most {self.limits.max_bulk_write_items} "
                                     f"pairs per request, got {len(items)}.", op="PUT")
-        now_ms = self.store.clock_ms()
-        number = self.number
+        store = self.store
+        now_ms = store.clock_ms()
         writes: list[Write] = []
         failed: list[str] = []
-        for item in items:
-            name = item.get("key") if isinstance(item, dict) else None
-            try:
-                writes.append(self._bulk_item(item, number, now_ms))
-            except KVError as exc:
-                failed.append(name if isinstance(name, str) else str(name))
-                if errors is not None:
-                    errors.append((name, exc.with_op("PUT")))
-        if writes:
-            self.store.write(writes, durable=durable)
+        seq = 0
+        with store._lock:
+            number = self.number
+            for item in items:
+                name = item.get("key") if isinstance(item, dict) else None
+                try:
+                    writes.append(self._bulk_item(item, number, now_ms))
+                except KVError as exc:
+                    failed.append(name if isinstance(name, str) else str(name))
+                    if errors is not None:
+                        errors.append((name, exc.with_op("PUT")))
+            if writes:
+                seq = store.write(writes, durable=False)
+        if seq and durable and store.fsync_policy == "always":
+            store.wait_durable(seq)
         return {"successful_key_count": len(writes), "unsuccessful_keys": failed}
 
     def _bulk_item(self, item, number: int, now_ms: int) -> Write:

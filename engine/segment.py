@@ -66,14 +66,24 @@ class SegmentFile:
 
     @classmethod
     def create(cls, directory: str, seg_no: int) -> "SegmentFile":
+        """Create a segment atomically: header written and fsynced under a temporary name, then
+        renamed, so a crash never leaves a segment without its header."""
         path = os.path.join(directory, segment_name(seg_no))
-        fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_EXCL, 0o600)
+        tmp = path + ".tmp"
+        fd = os.open(tmp, os.O_RDWR | os.O_CREAT | os.O_TRUNC, 0o600)
         header = SEGMENT_HEADER.pack(SEGMENT_MAGIC, FORMAT_VERSION, 0, seg_no)
         try:
-            _write_all(fd, [header])
+            _write_all(fd, [header], 0)
             os.fsync(fd)
+            if os.path.exists(path):
+                raise FileExistsError(f"segment {path} already exists")
+            os.rename(tmp, path)
         except OSError:
             os.close(fd)
+            try:
+                os.unlink(tmp)
+            except OSError:
+                pass
             raise
         fsync_dir(directory)
         return cls(path, seg_no, fd, SEGMENT_HEADER_SIZE, sealed=False)
@@ -103,7 +113,9 @@ class SegmentFile:
         """Write ``buffers`` at the end; return the offset they start at."""
         offset = self.size
         try:
-            written = _write_all(self.fd, buffers)
+            # Positional writes: the file offset is never relied on, so reopening a segment
+            # or truncating a torn tail cannot make a write land in the wrong place.
+            written = _write_all(self.fd, buffers, offset)
         except OSError as exc:
             # Undo a partial append so the next record does not land after garbage.
             self._rollback(offset)
@@ -114,7 +126,6 @@ class SegmentFile:
     def _rollback(self, offset: int) -> None:
         try:
             os.ftruncate(self.fd, offset)
-            os.lseek(self.fd, offset, os.SEEK_SET)
         except OSError:
             pass
 
@@ -138,18 +149,18 @@ class SegmentFile:
             self.fd = -1
 
 
-def _write_all(fd: int, buffers: list) -> int:
-    """``writev`` until every byte is out: a short write is legal and must not lose the rest."""
+def _write_all(fd: int, buffers: list, offset: int) -> int:
+    """``pwritev`` at ``offset`` until every byte is out: a short write must not lose the rest."""
     total = sum(len(b) for b in buffers)
     if len(buffers) == 1:
-        written = os.write(fd, buffers[0])
+        written = os.pwrite(fd, buffers[0], offset)
     else:
-        written = os.writev(fd, buffers)
+        written = os.pwritev(fd, buffers, offset)
     if written == total:
         return total
     data = memoryview(b"".join(bytes(b) for b in buffers))
     while written < total:
-        n = os.write(fd, data[written:])
+        n = os.pwrite(fd, data[written:], offset + written)
         if n <= 0:
             raise OSError(errno.EIO, "short write")
         written += n

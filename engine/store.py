@@ -23,6 +23,7 @@ Everything here is safe to call from several threads.
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import threading
@@ -32,7 +33,8 @@ from typing import Callable, Iterable
 
 from . import record as rec
 from . import semantics
-from .catalog import CATALOG_NS, DEFAULT_TITLE, Catalog, NamespaceInfo, encode_deletion, encode_entry
+from .catalog import (CATALOG_NS, DEFAULT_TITLE, Catalog, NamespaceInfo, encode_deletion,
+                      encode_entry, new_namespace_id)
 from .durability import GroupCommit
 from .errors import (CorruptionError, KVError, NamespaceNotFoundError, StoreClosedError,
                      StoreError, TooManyRequestsError, WriteFailedError)
@@ -40,7 +42,8 @@ from .expiry import ExpiryTracker
 from .index import (KeyIndex, MAX_SEGMENT_NO, index_key, location_segment, ns_prefix,
                     pack_location, unpack_location)
 from .lockfile import DirectoryLock
-from .segment import Damage, SegmentFile, fsync_dir, parse_segment_name, scan
+from .segment import (SEGMENT_HEADER_SIZE, Damage, SegmentFile, parse_segment_name,
+                      scan)
 
 log = logging.getLogger("edgekv.engine")
 
@@ -118,6 +121,8 @@ class Store:
         self._closed = True
         self._commit = GroupCommit(self._sync_active, fsync)
         self.recovery = RecoveryReport()
+        self._damaged: list[tuple[bytes, int, int]] = []
+        self._orphans: list[int] = []
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -138,6 +143,8 @@ class Store:
         try:
             store._recover()
             store._closed = False
+            store._commit.start()
+            store._persist_adopted_orphans()
             if DEFAULT_TITLE not in store._catalog.by_title:
                 store.create_namespace(DEFAULT_TITLE)
         except BaseException:
@@ -179,8 +186,13 @@ class Store:
 
     def _recover(self) -> None:
         started = time.perf_counter()
-        numbers = sorted(n for n in (parse_segment_name(name) for name in os.listdir(self.path))
-                         if n is not None)
+        names = os.listdir(self.path)
+        for name in names:
+            if name.endswith(".seg.tmp"):  # a segment whose creation never finished
+                os.unlink(os.path.join(self.path, name))
+        numbers = sorted(n for n in (parse_segment_name(name) for name in names) if n is not None)
+        if numbers:
+            self._repair_headerless_tail(numbers[-1])
         report = self.recovery
         # ikey -> (seq, location or None for a tombstone, expire_ms, metadata)
         latest: dict[bytes, tuple] = {}
@@ -202,6 +214,13 @@ class Store:
             self._catalog.apply(ns_id, value, tombstone)
             if not tombstone:
                 self._catalog_locations[ns_id] = loc
+        for ikey, seq, loc in self._damaged:
+            # Only a key that has an older record is claimed: that is the stale value the
+            # damage would otherwise resurrect.  A key seen nowhere else may be a flipped name.
+            prev = latest.get(ikey)
+            if prev is not None and prev[0] <= seq:
+                latest[ikey] = (seq, loc, 0, b"", 0)
+        self._adopt_orphans(latest)
         self._build_index(latest)
         if numbers:
             self._active = self._segments[numbers[-1]]
@@ -214,6 +233,16 @@ class Store:
             log.warning("recovered %s with %d torn tail(s) and %d corrupt stretch(es)",
                         self.path, len(report.truncated), len(report.corrupt))
 
+    def _repair_headerless_tail(self, seg_no: int) -> None:
+        """A last segment too short to hold its header was being created when the process
+        died (older layouts created segments in place): it holds no record, so rewrite it."""
+        path = os.path.join(self.path, f"{seg_no:08d}.seg")
+        if os.path.getsize(path) >= SEGMENT_HEADER_SIZE:
+            return
+        log.warning("segment %d has no complete header (crash while creating it): rewriting", seg_no)
+        os.unlink(path)
+        SegmentFile.create(self.path, seg_no).close()
+
     def _note_damage(self, seg: SegmentFile, damage: Damage, report: RecoveryReport) -> None:
         if damage.torn_tail:
             log.warning("segment %d: dropping a torn write of %d bytes at offset %d (%s)",
@@ -224,6 +253,34 @@ class Store:
             log.error("segment %d: corrupt record at offset %d (%d bytes skipped): %s",
                       seg.seg_no, damage.offset, damage.length, damage.reason)
             report.corrupt.append(damage)
+            self._claim_damaged_key(seg, damage)
+
+    def _claim_damaged_key(self, seg: SegmentFile, damage: Damage) -> None:
+        """Point the key a damaged record most likely held at that record.
+
+        The bytes failed their checksum, so nothing in them is trusted as data; but if the
+        header and key still parse, the newest version of that key is probably this record.
+        Letting an older record win instead would serve stale (or deleted) data as if it were
+        current.  With the key pointing here, reads of it raise CorruptionError until it is
+        written again.
+        """
+        head = seg.read(damage.offset, min(damage.length, rec.HEADER_SIZE + 2048))
+        if len(head) < rec.HEADER_SIZE + rec.PAYLOAD_PREFIX_SIZE:
+            return
+        header = rec.parse_header(head)
+        if (header.magic != rec.RECORD_MAGIC or header.flags & ~rec.KNOWN_FLAGS
+                or header.flags & (rec.FLAG_CATALOG | rec.FLAG_ENCRYPTED | rec.FLAG_COMPRESSED)
+                or rec.HEADER_SIZE + header.payload_len > damage.length):
+            return
+        try:
+            ns, key, _ = rec.decode_key_meta(memoryview(head)[rec.HEADER_SIZE:])
+        except ValueError:
+            return
+        if not key or len(key) > 512 or ns == CATALOG_NS:
+            return
+        self._damaged.append((index_key(ns, key), header.seq,
+                              pack_location(seg.seg_no, damage.offset,
+                                            rec.HEADER_SIZE + header.payload_len)))
 
     def _replay(self, seg_no: int, item, latest: dict, catalog_latest: dict) -> None:
         header = item.header
@@ -257,6 +314,30 @@ class Store:
             self._add_dead(seg_no, size)
         else:
             latest[ikey] = (seq, loc, header.expire_ms, metadata, size)
+
+    def _adopt_orphans(self, latest: dict) -> None:
+        """Keys whose namespace has no catalog entry (its catalog record was damaged) are kept
+        under a recovered namespace rather than dropped: nothing acknowledged is lost."""
+        catalog = self._catalog
+        seen = {int.from_bytes(ikey[:2], "big") for ikey, v in latest.items() if v[1] is not None}
+        if seen:
+            catalog.next_number = max(catalog.next_number, max(seen) + 1)
+        self._orphans = sorted(n for n in seen
+                               if n not in catalog.by_number and n not in catalog.deleted_numbers)
+        for number in self._orphans:
+            title = f"recovered-{number}"
+            while title in catalog.by_title:
+                title += "_"
+            log.error("namespace number %d has keys but no catalog entry (damaged record): "
+                      "keeping them in a namespace titled %r", number, title)
+            catalog.apply(new_namespace_id(), json.dumps({"title": title, "number": number})
+                          .encode(), False)
+
+    def _persist_adopted_orphans(self) -> None:
+        for number in self._orphans:
+            info = self._catalog.by_number[number]
+            self.write([Write(CATALOG_NS, info.id.encode(), encode_entry(info), catalog=True)])
+        self._orphans = []
 
     def _build_index(self, latest: dict) -> None:
         now = self.clock_ms()
@@ -296,8 +377,8 @@ class Store:
     def _rotate(self) -> None:
         """Seal the active segment (fsync first: group commit only syncs the active file)."""
         old = self._active
+        old.sync()  # first: a torn tail must never end up in a sealed segment
         new = self._new_segment(old.seg_no + 1)
-        old.sync()
         old.sealed = True
         self._active = new
         log.info("sealed segment %d (%d bytes); writing to %d", old.seg_no, old.size, new.seg_no)
@@ -349,6 +430,12 @@ class Store:
 
     def _append(self, writes: list[Write]) -> int:
         """Encode and append, rotating between records when the segment is full."""
+        live = self._catalog.by_number
+        for w in writes:
+            if not w.catalog and w.ns not in live:
+                # Checked under the lock: a delete or flush that won the race makes the write
+                # fail rather than land, acknowledged, under a dead namespace number.
+                raise NamespaceNotFoundError("namespace not found")
         seq = self._seq
         pending: list = []  # buffers not yet written
         placed: list[tuple[Write, int, int, int]] = []  # (write, seq, offset, size), not applied

@@ -133,9 +133,10 @@ class RespConnection(asyncio.Protocol):
         self.server.gate.waiting.discard(self)
 
     def kill(self) -> None:
+        """Drop the connection now, discarding unsent output (close() would wait for it)."""
         if not self._closed:
             self._closed = True
-            self.transport.close()
+            self.transport.abort()
 
     # ------------------------------------------------------------------ input
 
@@ -156,8 +157,17 @@ class RespConnection(asyncio.Protocol):
         except ProtocolError as exc:
             commands, error = exc.commands if hasattr(exc, "commands") else [], exc
         execute = session.execute
+        limit = state.config.client_output_buffer_limit or (1 << 62)
+        size = self.transport.get_write_buffer_size()
         for args in commands:
-            out.append(execute(args))
+            reply = execute(args)
+            out.append(reply)
+            size += len(reply)
+            if size > limit:
+                log.warning("closing client %s: output over %d bytes (it is not reading)",
+                            session.addr, limit)
+                self.kill()
+                return
             if session.close_after_reply or self._closed:
                 break
         close_after = session.close_after_reply

@@ -119,6 +119,10 @@ class _Fail(Exception):
     """Internal: unwinds the parse loop with a Redis error text."""
 
 
+class _Untrusted(Exception):
+    """Internal: hiredis returned something a request cannot be; check it the slow way."""
+
+
 def _strict_int(digits) -> int | None:
     """Redis's ``string2ll``: what headers may say.  No '+', spaces, leading zeros or "-0"."""
     if not 0 < len(digits) <= 20:
@@ -224,6 +228,7 @@ def split_args(line: bytes) -> list[bytes] | None:
 _Reader = hiredis.Reader
 _NO_DATA = object()   # hiredis's "need more bytes"; its default, False, is also a RESP3 reply (#f)
 _HIREDIS_RESTARTS = 4  # per parse call; past this, a degenerate stream is finished in Python
+_DIGITS = bytes(len(str(n)) for n in range(10000))  # decimal digits of n
 
 
 class RequestParser:
@@ -241,7 +246,7 @@ class RequestParser:
                  max_query_buffer: int = 1024 * 1024 * 1024) -> None:
         self._buf: bytes | bytearray = b""  # unparsed input starts at _pos
         self._pos = 0
-        self._reader = None      # a fully drained hiredis Reader, or None
+        self._reader = _Reader(notEnoughData=_NO_DATA)  # always drained between calls
         self._mb_left = 0        # Python parser mid-command: arguments still to come...
         self._bulklen = -1       # ...the pending argument's length once its header is read...
         self._args: list[bytes] | None = None  # ...and the arguments read so far
@@ -316,7 +321,35 @@ class RequestParser:
         Raises :class:`ProtocolError` on malformed input; its ``commands`` attribute carries the
         commands that were complete before the bad bytes (what this call would have returned).
         """
-        out = self._parse() if self._buf else []
+        raw = self._buf
+        if raw and raw[0] == 42 and not self._mb_left and self._error is None and not self._queue:
+            # The fast path of the theory of operation, inlined: this is the per-read hot path.
+            reader = self._reader
+            reader.feed(raw)
+            out: list = []
+            append = out.append
+            gets = reader.gets
+            try:
+                while True:
+                    cmd = gets()
+                    if cmd is _NO_DATA:
+                        break
+                    append(cmd)
+                    if type(cmd) is not list or not cmd:
+                        raise _Untrusted
+                    for arg in cmd:
+                        if type(arg) is not bytes:
+                            raise _Untrusted
+            except Exception:  # _Untrusted, garbage, or a count hiredis could not allocate for
+                return self._finish(self._parse(out, False))
+            if (reader.has_data() or len(raw) > self._fast_limit or 43 in raw or 40 in raw
+                    or 61 in raw or 126 in raw or 124 in raw):
+                return self._finish(self._parse(out, not reader.has_data()))
+            self._buf = b""
+            return out
+        return self._finish(self._parse() if raw else [])
+
+    def _finish(self, out: list) -> list:
         if self._queue:
             queued = self._queue
             queued.reverse()
@@ -345,8 +378,12 @@ class RequestParser:
 
     # ------------------------------------------------------------------ parsing
 
-    def _parse(self) -> list[list[bytes]]:
-        """Parse every complete command in the buffer; record a protocol error, never raise."""
+    def _parse(self, batch: list | None = None, drained: bool = False) -> list[list[bytes]]:
+        """Parse every complete command in the buffer; record a protocol error, never raise.
+
+        ``batch`` is what hiredis already returned for the buffer from offset 0 (the fast path
+        in :meth:`commands` gave up on it); ``drained`` says hiredis consumed every byte.
+        """
         if self._error is not None:
             self._buf = b""
             return []
@@ -355,8 +392,12 @@ class RequestParser:
         end = len(raw)
         out: list[list[bytes]] = []
         restarts = _HIREDIS_RESTARTS
+        more = True
         try:
-            while pos < end:
+            if batch is not None:
+                restarts -= 1
+                pos, more = self._vet(raw, pos, end, batch, drained, out)
+            while more and pos < end:
                 if self._mb_left:  # a command the Python parser has started
                     cmd, pos = self._multibulk(raw, pos, end)
                     if cmd is None:
@@ -370,7 +411,7 @@ class RequestParser:
                     if cmd:
                         out.append(cmd)
                     continue
-                if not restarts:
+                if restarts <= 0:
                     cmd, pos = self._multibulk(raw, pos, end)
                     if cmd is None:
                         break
@@ -378,17 +419,13 @@ class RequestParser:
                         out.append(cmd)
                     continue
                 restarts -= 1
-
                 # Fast path: let hiredis run over everything that is left.
                 reader = self._reader
-                if reader is None:
-                    reader = _Reader(notEnoughData=_NO_DATA)
-                self._reader = None
                 reader.feed(raw, pos)
-                batch: list = []
+                batch = []
                 append = batch.append
                 gets = reader.gets
-                trusted = True
+                clean = True
                 try:
                     while True:
                         cmd = gets()
@@ -396,46 +433,21 @@ class RequestParser:
                             break
                         append(cmd)
                         if type(cmd) is not list or not cmd:
-                            trusted = False
-                            break
+                            raise _Untrusted
                         for arg in cmd:
                             if type(arg) is not bytes:
-                                trusted = False
-                                break
-                        if not trusted:
-                            break
-                except Exception:  # garbage, or a count hiredis could not allocate for
-                    trusted = False
-                drained = trusted and not reader.has_data()
+                                raise _Untrusted
+                except Exception:
+                    clean = False
+                drained = clean and not reader.has_data()
                 if drained:
                     rest = raw if pos == 0 else raw[pos:]
                     if (end - pos <= self._fast_limit and 43 not in rest and 40 not in rest
                             and 61 not in rest and 126 not in rest and 124 not in rest):
                         out += batch
                         pos = end
-                        self._reader = reader
                         break
-
-                # Exact walk: keep what provably matches the bytes, find where it stops.
-                for cmd in batch:
-                    after = self._walk(raw, pos, cmd)
-                    if after < 0:
-                        break
-                    if cmd:
-                        out.append(cmd)
-                    pos = after
-                if pos >= end:
-                    if drained:
-                        self._reader = reader
-                    break
-                if raw[pos] != 42:  # hiredis read a non-array here: it is an inline command
-                    continue
-                # Slow path for the one command hiredis could not vouch for.
-                cmd, pos = self._multibulk(raw, pos, end)
-                if cmd is None:
-                    break
-                if cmd:
-                    out.append(cmd)
+                pos, more = self._vet(raw, pos, end, batch, drained, out)
         except _Fail as exc:
             self._fail(str(exc))
             return out
@@ -458,6 +470,29 @@ class RequestParser:
             self._fail(ERR_QUERY_BUFFER.format(held, self._max_qbuf))
         return out
 
+    def _vet(self, raw, pos: int, end: int, batch: list, drained: bool, out: list):
+        """Keep what hiredis parsed from ``pos`` as far as Redis would agree, then parse the
+        command it could not vouch for in Python.  Returns ``(pos, go_on)``."""
+        if not drained:
+            self._reader = _Reader(notEnoughData=_NO_DATA)  # it holds a partial or bad parse
+        for cmd in batch:
+            after = self._walk(raw, pos, cmd)
+            if after < 0:
+                break
+            if cmd:  # Redis skips "*0"
+                out.append(cmd)
+            pos = after
+        if pos >= end:
+            return pos, False
+        if raw[pos] != 42:  # hiredis read a non-array here: it is an inline command
+            return pos, True
+        cmd, pos = self._multibulk(raw, pos, end)
+        if cmd is None:
+            return pos, False
+        if cmd:
+            out.append(cmd)
+        return pos, True
+
     def _fail(self, message: str) -> None:
         self._error = message
         self._buf = b""
@@ -471,11 +506,15 @@ class RequestParser:
     def _walk(self, raw, p: int, cmd) -> int:
         """Where ``cmd``, as hiredis parsed it at ``p``, ends; -1 unless Redis would agree.
 
-        hiredis already checked the digits, so the first CR after a type byte ends its header.
+        hiredis accepted the header digits, so they are canonical and their length follows
+        from the number itself: no need to search the bytes for the CR.
         """
-        if type(cmd) is not list or raw[p] != 42 or len(cmd) > self._max_mb:
+        if type(cmd) is not list or raw[p] != 42:
             return -1
-        p = raw.index(13, p) + 2
+        count = len(cmd)
+        if count > self._max_mb:
+            return -1
+        p += 3 + (_DIGITS[count] if count < 10000 else len(str(count)))
         max_bulk = self._max_bulk
         for arg in cmd:
             if type(arg) is not bytes or raw[p] != 36:
@@ -483,7 +522,7 @@ class RequestParser:
             size = len(arg)
             if size > max_bulk:
                 return -1
-            p = raw.index(13, p) + 4 + size
+            p += 5 + size + (_DIGITS[size] if size < 10000 else len(str(size)))
         return p
 
     def _multibulk(self, raw, pos: int, end: int):

@@ -269,10 +269,6 @@ def test_namespace_numbers_are_not_reused_after_reopen(open_store):
     assert store.namespace("b").get("key") is None
 
 
-@pytest.mark.xfail(strict=True, reason="engine bug: Namespace.put_raw and bulk_put read "
-                   "self.number outside the store lock, so a put racing with delete_namespace is "
-                   "acknowledged and leaves an orphan key of the deleted number in the index "
-                   "(key_count counts it, no namespace lists it)")
 def test_put_racing_with_namespace_delete_leaves_no_orphan_key(store):
     info = store.create_namespace("doomed")
     ns = store.namespace("doomed")

@@ -218,9 +218,6 @@ def test_flipped_byte_in_a_sealed_segment_is_reported_and_never_served(tmp_path,
             shutil.rmtree(directory)
 
 
-@pytest.mark.xfail(strict=True, reason="engine bug/limitation: Store._replay skips a corrupt "
-                   "record, so an older record of the same key in an earlier segment wins and a "
-                   "stale value (or a deleted key) is served after recovery")
 def test_corrupt_newest_record_never_resurrects_an_older_value(tmp_path, clock):
     with _open(tmp_path, clock, segment_bytes=SMALL_SEGMENTS) as store:
         ns = store.namespace()
@@ -247,10 +244,6 @@ def test_corrupt_newest_record_never_resurrects_an_older_value(tmp_path, clock):
                 pass
 
 
-@pytest.mark.xfail(strict=True, reason="engine bug: with the default namespace's catalog record "
-                   "corrupt, Store.open drops every key of it and re-creates 'default' reusing "
-                   "number 1 (Catalog.next_number only counts surviving catalog records), so the "
-                   "keys vanish at this open and come back at the next")
 def test_corrupt_catalog_record_gives_the_same_answer_at_every_reopen(tmp_path, clock):
     with _open(tmp_path, clock, segment_bytes=SMALL_SEGMENTS) as store:
         for i in range(30):
@@ -489,6 +482,24 @@ def _assert_model(store, model: dict) -> None:
     store._check()
 
 
+@needs_writes_after_reopen
+def test_write_after_reopen_lands_after_the_existing_records(tmp_path, clock):
+    with _open(tmp_path, clock) as store:
+        store.namespace().put("before", "1")
+    seg = segment_paths(tmp_path)[-1]
+    size = os.path.getsize(seg)
+    header = read_file(seg)[:16]
+    with _open(tmp_path, clock) as store:
+        store.namespace().put("after", "2")
+        assert store.namespace().get("after") == "2"
+    assert read_file(seg)[:16] == header
+    records = disk_records(seg)
+    assert (records[-1].key, records[-1].offset) == (b"after", size)
+    with _open(tmp_path, clock) as store:
+        assert store.namespace().get("before") == "1"
+        assert store.namespace().get("after") == "2"
+
+
 def test_overwrites_and_deletes_recover_to_the_latest_state_across_segments(tmp_path, clock):
     rng = random.Random(1234)
     with _open(tmp_path, clock, segment_bytes=SMALL_SEGMENTS) as store:
@@ -664,9 +675,6 @@ def test_open_is_refused_while_another_process_holds_the_store(tmp_path, clock):
         assert store.namespace().get("from-child") == "yes"
 
 
-@pytest.mark.xfail(strict=True, reason="engine bug: Store.open builds the Store (whose GroupCommit "
-                   "starts the everysec fsync thread) before acquiring the lock, and the "
-                   "StoreLockedError path never stops it: each refused open leaks a thread")
 def test_refused_open_leaves_no_thread_behind(tmp_path, clock):
     with _open(tmp_path, clock):
         before = threading.active_count()
@@ -733,9 +741,6 @@ def test_files_that_are_not_segments_are_ignored(tmp_path, clock):
         assert store.namespace().get("key") == "value"
 
 
-@pytest.mark.xfail(strict=True, reason="engine bug: a crash between SegmentFile.create's "
-                   "os.open and its header write (rotation) leaves an empty last segment, and "
-                   "SegmentFile.open_existing then refuses to open the store at all")
 def test_empty_last_segment_from_a_crash_during_rotation_is_tolerated(tmp_path, clock):
     _store_with_one_key(tmp_path, clock)
     (tmp_path / "00000002.seg").write_bytes(b"")
