@@ -227,6 +227,10 @@ def split_args(line: bytes) -> list[bytes] | None:
 
 _Reader = hiredis.Reader
 _NO_DATA = object()   # hiredis's "need more bytes"; its default, False, is also a RESP3 reply (#f)
+# Fed after the input: a RESP3 null.  hiredis returns it (then runs dry) only if it was between
+# replies when the input ended; a partial command swallows it and comes out as garbage or an
+# error instead.  (``has_data()`` cannot tell: hiredis consumes headers before their elements.)
+_SENTINEL = b"_\r\n"
 _HIREDIS_RESTARTS = 4  # per parse call; past this, a degenerate stream is finished in Python
 _DIGITS = bytes(len(str(n)) for n in range(10000))  # decimal digits of n
 
@@ -326,25 +330,27 @@ class RequestParser:
             # The fast path of the theory of operation, inlined: this is the per-read hot path.
             reader = self._reader
             reader.feed(raw)
+            reader.feed(_SENTINEL)
             out: list = []
             append = out.append
             gets = reader.gets
             try:
                 while True:
                     cmd = gets()
-                    if cmd is _NO_DATA:
+                    if type(cmd) is not list:
                         break
                     append(cmd)
-                    if type(cmd) is not list or not cmd:
+                    if not cmd:
                         raise _Untrusted
                     for arg in cmd:
                         if type(arg) is not bytes:
                             raise _Untrusted
+                at_end = cmd is None and gets() is _NO_DATA
             except Exception:  # _Untrusted, garbage, or a count hiredis could not allocate for
                 return self._finish(self._parse(out, False))
-            if (reader.has_data() or len(raw) > self._fast_limit or 43 in raw or 40 in raw
+            if (not at_end or len(raw) > self._fast_limit or 43 in raw or 40 in raw
                     or 61 in raw or 126 in raw or 124 in raw):
-                return self._finish(self._parse(out, not reader.has_data()))
+                return self._finish(self._parse(out, at_end))
             self._buf = b""
             return out
         return self._finish(self._parse() if raw else [])
@@ -422,24 +428,24 @@ class RequestParser:
                 # Fast path: let hiredis run over everything that is left.
                 reader = self._reader
                 reader.feed(raw, pos)
+                reader.feed(_SENTINEL)
                 batch = []
                 append = batch.append
                 gets = reader.gets
-                clean = True
                 try:
                     while True:
                         cmd = gets()
-                        if cmd is _NO_DATA:
+                        if type(cmd) is not list:
                             break
                         append(cmd)
-                        if type(cmd) is not list or not cmd:
+                        if not cmd:
                             raise _Untrusted
                         for arg in cmd:
                             if type(arg) is not bytes:
                                 raise _Untrusted
+                    drained = cmd is None and gets() is _NO_DATA
                 except Exception:
-                    clean = False
-                drained = clean and not reader.has_data()
+                    drained = False
                 if drained:
                     rest = raw if pos == 0 else raw[pos:]
                     if (end - pos <= self._fast_limit and 43 not in rest and 40 not in rest
@@ -476,7 +482,7 @@ class RequestParser:
         if not drained:
             self._reader = _Reader(notEnoughData=_NO_DATA)  # it holds a partial or bad parse
         for cmd in batch:
-            after = self._walk(raw, pos, cmd)
+            after = self._walk(raw, pos, end, cmd)
             if after < 0:
                 break
             if cmd:  # Redis skips "*0"
@@ -503,13 +509,14 @@ class RequestParser:
         self._args = None
         self._argbytes = 0
 
-    def _walk(self, raw, p: int, cmd) -> int:
+    def _walk(self, raw, p: int, end: int, cmd) -> int:
         """Where ``cmd``, as hiredis parsed it at ``p``, ends; -1 unless Redis would agree.
 
         hiredis accepted the header digits, so they are canonical and their length follows
-        from the number itself: no need to search the bytes for the CR.
+        from the number itself: no need to search the bytes for the CR.  A command reaching
+        past ``end`` took bytes of the sentinel: it is not complete in the buffer.
         """
-        if type(cmd) is not list or raw[p] != 42:
+        if type(cmd) is not list or p >= end or raw[p] != 42:
             return -1
         count = len(cmd)
         if count > self._max_mb:
@@ -517,13 +524,13 @@ class RequestParser:
         p += 3 + (_DIGITS[count] if count < 10000 else len(str(count)))
         max_bulk = self._max_bulk
         for arg in cmd:
-            if type(arg) is not bytes or raw[p] != 36:
+            if type(arg) is not bytes or p >= end or raw[p] != 36:
                 return -1
             size = len(arg)
             if size > max_bulk:
                 return -1
             p += 5 + size + (_DIGITS[size] if size < 10000 else len(str(size)))
-        return p
+        return p if p <= end else -1
 
     def _multibulk(self, raw, pos: int, end: int):
         """Redis's ``processMultibulkBuffer``, resumable.

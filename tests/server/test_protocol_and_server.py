@@ -118,6 +118,7 @@ def test_client_that_never_reads_is_disconnected(server):
     c = server.client()
     c.config_set("client-output-buffer-limit", "normal 1048576 1048576 0")
     c.set("big", b"x" * 500_000)
+    before = c.info("stats")["total_connections_received"]
     with socket.create_connection(("127.0.0.1", server.port)) as sock:
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
         payload = b"*2\r\n$3\r\nGET\r\n$3\r\nbig\r\n" * 200
@@ -127,9 +128,11 @@ def test_client_that_never_reads_is_disconnected(server):
         except OSError:
             pass
     deadline = time.time() + 5
-    while time.time() < deadline and len(c.client_list()) > 1:
-        time.sleep(0.1)
+    while time.time() < deadline and (
+            c.info("stats")["total_connections_received"] <= before or len(c.client_list()) > 1):
+        time.sleep(0.05)
     assert len(c.client_list()) == 1
+    assert "output over 1048576 bytes" in server.log()
     assert c.get("big") is not None
 
 
