@@ -456,8 +456,9 @@ def phase_rss(args, res: Results, workdir: str, path: str | None, n: int) -> Non
     b = loaded["breakdown"]
     res.add("memory", f"RSS per key after {n:,} put_raw", loaded["per_key"], "B/key",
             target=TARGET_RSS, better="lower",
-            note=f"RSS {loaded['base'] / 1e6:,.0f} MB empty -> {loaded['after'] / 1e6:,.0f} MB; "
-                 f"getsizeof estimate {b['total_per_key']:.0f} B/key")
+            note=f"RSS {loaded['base'] / 1e6:,.0f} MB empty -> {loaded['after'] / 1e6:,.0f} MB "
+                 f"(peak {loaded['peak'] / 1e6:,.0f} MB); getsizeof estimate "
+                 f"{b['total_per_key']:.0f} B/key")
     res.extra["rss_load"] = loaded
     for part in ("index dict table", "key bytes objects", "location int objects",
                  "SortedList", "metadata + expiry + other"):
@@ -517,11 +518,16 @@ def index_breakdown(store: Store) -> dict:
 
 
 def _peak_rss() -> int:
+    """This process's RSS high-water mark.  Linux's VmHWM, not ``ru_maxrss``: the latter keeps
+    the parent's peak across fork and exec, so a child of a big process would report it."""
     try:
-        import resource
-        return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024  # KiB on Linux
-    except (ImportError, AttributeError):
-        return 0
+        with open("/proc/self/status") as fh:
+            for line in fh:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return 0
 
 
 def rss_child(args) -> None:

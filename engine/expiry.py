@@ -19,6 +19,15 @@ class ExpiryTracker:
         self._expire_ms: dict[bytes, int] = {}
         self._heap: list[tuple[int, bytes]] = []
 
+    @classmethod
+    def from_dict(cls, expire_ms: dict[bytes, int]) -> "ExpiryTracker":
+        """Adopt a recovered key → expiration map; heapify is O(n), n pushes are O(n log n)."""
+        tracker = cls()
+        tracker._expire_ms = expire_ms
+        tracker._heap = [(exp, k) for k, exp in expire_ms.items()]
+        heapq.heapify(tracker._heap)
+        return tracker
+
     def __len__(self) -> int:
         return len(self._expire_ms)
 

@@ -67,8 +67,12 @@ class KeyIndex:
 
     __slots__ = ("_locations", "_sorted")
 
-    def __init__(self, items: dict[bytes, int] | None = None) -> None:
-        self._locations: dict[bytes, int] = dict(items) if items else {}
+    def __init__(self, items: dict[bytes, int] | None = None, *, copy: bool = True) -> None:
+        if items is None:
+            items = {}
+        elif copy:
+            items = dict(items)
+        self._locations: dict[bytes, int] = items
         # Building the SortedList from all keys at once sorts once: O(n log n) in C, instead
         # of n Python-level inserts.
         self._sorted = SortedList(self._locations)

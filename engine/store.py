@@ -47,6 +47,10 @@ from .segment import (SEGMENT_HEADER_SIZE, Damage, SegmentFile, parse_segment_na
 
 log = logging.getLogger("edgekv.engine")
 
+_HEADER_UNPACK = rec.HEADER.unpack_from
+_PREFIX_UNPACK = rec.PAYLOAD_PREFIX.unpack_from
+_CHECKSUM = rec.xxhash.xxh3_64_intdigest
+
 MIB = 1024 * 1024
 DEFAULT_SEGMENT_BYTES = 64 * MIB
 MAX_SEGMENT_BYTES = 128 * MIB  # record offsets must stay below 2**28 (see engine/index.py)
@@ -80,6 +84,31 @@ class Write:
     metadata: bytes = b""
     tombstone: bool = False
     catalog: bool = False
+
+
+class _Recovered:
+    """What recovery knows per key: one int (location, or ``~location`` for a tombstone),
+    plus expiration and metadata only for keys that have them.  This keeps the peak memory of
+    opening a big store near the memory of the open store itself."""
+
+    __slots__ = ("locations", "expire_ms", "metadata")
+
+    def __init__(self) -> None:
+        self.locations: dict[bytes, int] = {}
+        self.expire_ms: dict[bytes, int] = {}
+        self.metadata: dict[bytes, bytes] = {}
+
+    def record(self, ikey: bytes, loc: int, tombstone: bool, expire_ms: int,
+               metadata: bytes) -> None:
+        self.locations[ikey] = ~loc if tombstone else loc
+        if expire_ms and not tombstone:
+            self.expire_ms[ikey] = expire_ms
+        elif self.expire_ms:
+            self.expire_ms.pop(ikey, None)
+        if metadata and not tombstone:
+            self.metadata[ikey] = metadata
+        elif self.metadata:
+            self.metadata.pop(ikey, None)
 
 
 @dataclass
@@ -194,8 +223,7 @@ class Store:
         if numbers:
             self._repair_headerless_tail(numbers[-1])
         report = self.recovery
-        # ikey -> (seq, location or None for a tombstone, expire_ms, metadata)
-        latest: dict[bytes, tuple] = {}
+        latest = _Recovered()
         catalog_latest: dict[str, tuple] = {}
         for position, seg_no in enumerate(numbers):
             is_last = position == len(numbers) - 1
@@ -217,9 +245,9 @@ class Store:
         for ikey, seq, loc in self._damaged:
             # Only a key that has an older record is claimed: that is the stale value the
             # damage would otherwise resurrect.  A key seen nowhere else may be a flipped name.
-            prev = latest.get(ikey)
-            if prev is not None and prev[0] <= seq:
-                latest[ikey] = (seq, loc, 0, b"", 0)
+            prev = latest.locations.get(ikey)
+            if prev is not None and self._seq_at(prev if prev >= 0 else ~prev) <= seq:
+                latest.record(ikey, loc, False, 0, b"")
         self._adopt_orphans(latest)
         self._build_index(latest)
         if numbers:
@@ -282,7 +310,7 @@ class Store:
                               pack_location(seg.seg_no, damage.offset,
                                             rec.HEADER_SIZE + header.payload_len)))
 
-    def _replay(self, seg_no: int, item, latest: dict, catalog_latest: dict) -> None:
+    def _replay(self, seg_no: int, item, state: "_Recovered", catalog_latest: dict) -> None:
         header = item.header
         seq = header.seq
         if seq > self._seq:
@@ -303,23 +331,31 @@ class Store:
                 catalog_latest[ns_id] = (seq, loc, value, tombstone)
             return
         ikey = index_key(ns, key)
-        prev = latest.get(ikey)
-        if prev is not None and prev[0] > seq:
-            self._add_dead(seg_no, size)
-            return
-        if prev is not None and prev[1] is not None:
-            self._add_dead_location(prev[1], size_hint=prev[4])
+        prev = state.locations.get(ikey)
+        if prev is not None:
+            prev_loc = prev if prev >= 0 else ~prev
+            if self._seq_at(prev_loc) > seq:
+                self._add_dead(seg_no, size)
+                return
+            if prev >= 0:
+                self._add_dead_location(prev_loc)
         if tombstone:
-            latest[ikey] = (seq, None, 0, b"", size)
             self._add_dead(seg_no, size)
-        else:
-            latest[ikey] = (seq, loc, header.expire_ms, metadata, size)
+        state.record(ikey, loc, tombstone, header.expire_ms, metadata)
 
-    def _adopt_orphans(self, latest: dict) -> None:
+    def _seq_at(self, loc: int) -> int:
+        """Sequence number of the record at ``loc``: read from its header only when a key
+        appears twice, so recovery keeps one int per key instead of a tuple."""
+        seg_no, offset, _ = unpack_location(loc)
+        head = self._segments[seg_no].read(offset, rec.HEADER_SIZE)
+        return rec.parse_header(head).seq
+
+    def _adopt_orphans(self, latest: "_Recovered") -> None:
         """Keys whose namespace has no catalog entry (its catalog record was damaged) are kept
         under a recovered namespace rather than dropped: nothing acknowledged is lost."""
         catalog = self._catalog
-        seen = {int.from_bytes(ikey[:2], "big") for ikey, v in latest.items() if v[1] is not None}
+        seen = {int.from_bytes(prefix, "big") for prefix in
+                {ikey[:2] for ikey, loc in latest.locations.items() if loc >= 0}}
         if seen:
             catalog.next_number = max(catalog.next_number, max(seen) + 1)
         self._orphans = sorted(n for n in seen
@@ -339,26 +375,39 @@ class Store:
             self.write([Write(CATALOG_NS, info.id.encode(), encode_entry(info), catalog=True)])
         self._orphans = []
 
-    def _build_index(self, latest: dict) -> None:
+    def _build_index(self, latest: "_Recovered") -> None:
+        """Turn the recovered map into the index in place (no copy of a million-entry dict)."""
         now = self.clock_ms()
         deleted = self._catalog.deleted_numbers
         known = self._catalog.by_number
-        locations: dict[bytes, int] = {}
-        counts = self._ns_key_counts
-        for ikey, (seq, loc, expire_ms, metadata, size) in latest.items():
-            if loc is None:
-                continue
-            ns = int.from_bytes(ikey[:2], "big")
-            if ns in deleted or ns not in known or (expire_ms and expire_ms <= now):
-                self._add_dead_location(loc, size_hint=size)
-                continue
-            locations[ikey] = loc
-            counts[ns] = counts.get(ns, 0) + 1
-            if expire_ms:
-                self._expiry.set(ikey, expire_ms)
-            if metadata:
-                self._metadata[ikey] = metadata
-        self._index = KeyIndex(locations)
+        locations = latest.locations
+        expire = latest.expire_ms
+        metadata = latest.metadata
+        live_prefixes = {n.to_bytes(2, "big") for n in known if n not in deleted}
+        counts: dict[bytes, int] = {}
+        drop = []
+        for ikey, loc in locations.items():
+            prefix = ikey[:2]
+            if loc < 0:
+                drop.append(ikey)
+            elif prefix not in live_prefixes:
+                self._add_dead_location(loc)
+                drop.append(ikey)
+            else:
+                exp = expire.get(ikey) if expire else None
+                if exp is not None and exp <= now:
+                    self._add_dead_location(loc)
+                    drop.append(ikey)
+                else:
+                    counts[prefix] = counts.get(prefix, 0) + 1
+        for ikey in drop:
+            del locations[ikey]
+            expire.pop(ikey, None)
+            metadata.pop(ikey, None)
+        self._ns_key_counts = {int.from_bytes(p, "big"): n for p, n in counts.items()}
+        self._expiry = ExpiryTracker.from_dict(expire)
+        self._metadata = metadata
+        self._index = KeyIndex(locations, copy=False)
 
     # ------------------------------------------------------------------ segments
 
@@ -501,17 +550,43 @@ class Store:
             self._add_dead(location_segment(loc), size)
             if old is not None:
                 self._ns_key_counts[w.ns] -= 1
+                self._add_dead_location(old)
         else:
-            old = self._index.set(ikey, loc)
-            self._expiry.set(ikey, w.expire_ms)
-            if w.metadata:
-                self._metadata[ikey] = w.metadata
-            else:
-                self._metadata.pop(ikey, None)
-            if old is None:
-                self._ns_key_counts[w.ns] = self._ns_key_counts.get(w.ns, 0) + 1
-        if old is not None:
+            self._apply_put(ikey, w.ns, loc, w.expire_ms, w.metadata)
+
+    def _apply_put(self, ikey: bytes, ns: int, loc: int, expire_ms: int, metadata: bytes) -> None:
+        old = self._index.set(ikey, loc)
+        if expire_ms or self._expiry._expire_ms:
+            self._expiry.set(ikey, expire_ms)
+        if metadata:
+            self._metadata[ikey] = metadata
+        elif self._metadata:
+            self._metadata.pop(ikey, None)
+        if old is None:
+            self._ns_key_counts[ns] = self._ns_key_counts.get(ns, 0) + 1
+        else:
             self._add_dead_location(old)
+
+    def put_one(self, ns: int, key: bytes, value, expire_ms: int = 0, metadata: bytes = b"",
+                *, durable: bool = True) -> int:
+        """One put, the hot path of SET and ``put``: same effect as ``write([Write(...)])``
+        without building a batch.  Falls back to ``write`` for anything unusual."""
+        with self._lock:
+            seg = self._active
+            offset = seg.size if seg is not None else 0
+            if (self._closed or self._commit.failure is not None or ns not in self._catalog.by_number
+                    or offset >= self.segment_bytes or len(value) >= _LARGE_VALUE):
+                return self.write([Write(ns, key, value, expire_ms, metadata)], durable=durable)
+            seq = self._seq + 1
+            data = rec.encode(seq, 0, expire_ms, ns, key, metadata, bytes(value))
+            seg.append([data])
+            self._seq = seq
+            self._apply_put(ns.to_bytes(2, "big") + key, ns,
+                            pack_location(seg.seg_no, offset, len(data)), expire_ms, metadata)
+            self._commit.written_seq = seq
+        if durable and self._commit.policy == "always":
+            self._commit.wait_durable(seq)
+        return seq
 
     def check_write_rate(self, ns: int, key: bytes) -> None:
         """Workers KV's one write per second per key, when enabled (off by default)."""
@@ -572,7 +647,7 @@ class Store:
             loc = self._index.get(ikey)
             if loc is None:
                 return None
-            if self._expiry.is_expired(ikey, self.clock_ms()):
+            if ikey in self._expiry._expire_ms and self._expiry.is_expired(ikey, self.clock_ms()):
                 self._expire(ikey)
                 return None
             return loc
@@ -589,6 +664,39 @@ class Store:
             raise CorruptionError(f"segment {seg_no} offset {offset} holds another key than the "
                                   f"index says", segment=seg_no, offset=offset)
         return Entry(key, record.value, record.expire_ms, record.metadata, record.seq)
+
+    def get_value(self, ns: int, key: bytes) -> bytes | None:
+        """Just the value of a live key, or None: the hot path of GET.
+
+        Lock-free: a dict lookup is atomic under the GIL and a record, once written, never
+        changes, so the worst a racing write can do is make this return the previous value.
+        Anything unusual (expiring key, large or transformed record) takes the full path.
+        """
+        ikey = ns.to_bytes(2, "big") + key
+        loc = self._index._locations.get(ikey)
+        if loc is None:
+            return None
+        size = loc & 0x3FFF
+        if not size or ikey in self._expiry._expire_ms:
+            entry = self.read_entry(ns, key)
+            return None if entry is None else entry.value
+        seg = self._segments.get(loc >> 42)
+        if seg is None:
+            entry = self.read_entry(ns, key)
+            return None if entry is None else entry.value
+        offset = (loc >> 14) & 0xFFFFFFF
+        buf = os.pread(seg.fd, size, offset)
+        checksum, magic, flags, _kid, plen, _seq, _exp = _HEADER_UNPACK(buf)
+        if (len(buf) != size or flags or magic != rec.RECORD_MAGIC
+                or _CHECKSUM(buf[8:]) != checksum):
+            entry = self.read_entry(ns, key)  # verifies again, raises CorruptionError
+            return None if entry is None else entry.value
+        _ns, key_len, meta_len = _PREFIX_UNPACK(buf, rec.HEADER_SIZE)
+        start = rec.HEADER_SIZE + rec.PAYLOAD_PREFIX_SIZE
+        if buf[start:start + key_len] != key:
+            entry = self.read_entry(ns, key)
+            return None if entry is None else entry.value
+        return buf[start + key_len + meta_len:]
 
     def _read_record(self, loc: int) -> rec.Record:
         seg_no, offset, size = unpack_location(loc)

@@ -18,30 +18,39 @@ anything else is an *inline* command, one line split with the quoting rules of R
 because clients and tests match on them.  The parser keeps the unparsed bytes in one buffer
 and a position into it, and takes each multibulk command by one of three routes:
 
-* **Fast path.**  hiredis's C ``Reader`` is fed the rest of the buffer and drained.  But
-  hiredis parses *replies*, so it accepts more than a server may: ``+``, ``(`` and ``=``
-  elements come back as ``bytes`` just like ``$`` bulk strings, ``~`` and ``|`` aggregates as
-  lists, and ``$-1``, ``:1`` or nested arrays as ``None``, ``int`` or ``list`` elements.  A
-  batch is therefore trusted only when hiredis consumed every byte, every command is a
-  non-empty ``list`` of ``bytes``, and the bytes contain none of ``+ ( = ~ |`` at all (so no
-  element could have been anything but a bulk string, and no command anything but an array).
-  Those are five ``memchr`` scans per batch, not work per argument; the element type check is
-  the only per-argument cost.  hiredis's number syntax is Redis's ``string2ll`` (no sign,
-  spaces or leading zeros), so a trusted batch is exactly what Redis would have parsed.
-* **Exact walk.**  Otherwise (suspect bytes, or an incomplete or malformed command at the
-  end) the batch is re-checked command by command against the raw bytes: ``*`` before each
-  command, ``$`` before each argument, the length limits.  This also yields the byte offset
-  where hiredis's answer stops being trustworthy.
+* **Fast path.**  hiredis's C ``Reader`` is fed the rest of the buffer and drained.  (Not if
+  the bytes hold an aggregate header of five digits or more: hiredis allocates a list of that
+  many slots the moment it reads one, and a ``*1000000000`` costs a second of CPU to free, so
+  such reads go to the slow path, which checks the count against the limit first.)  hiredis
+  parses *replies*, so it accepts more than a server may: ``+``, ``(`` and ``=`` elements come
+  back as ``bytes`` just like ``$`` bulk strings, ``~`` and ``|`` aggregates as lists, and
+  ``$-1``, ``:1`` or nested arrays as ``None``, ``int`` or ``list`` elements.  Its replies are
+  taken as they are only when every one is a non-empty ``list`` of ``bytes`` and the bytes
+  contain none of ``+ ( = ~ | >`` at all (one ``translate`` of the read classifies the bytes
+  for both screens, then a few ``memchr``; plus a type check per argument).  Then no element can have been anything but a bulk string nor a command anything
+  but an array, and as hiredis reads numbers by Redis's own ``string2ll`` rules (no sign,
+  spaces or leading zeros), the commands are exactly what Redis would have parsed.  What is
+  left is whether the read ended between two commands: hiredis consumes a header before its
+  elements arrive, so ``has_data()`` cannot tell.  A sentinel can: an empty RESP3 push
+  (``>0``) fed after the input comes straight back only if hiredis was between replies (the
+  input has no ``>`` of its own).  If not, the unfinished command starts where the complete
+  ones end, which their argument lengths give with a few C-level sums.
+* **Exact walk.**  Otherwise (one of those bytes in a value, or garbage) the batch is checked
+  command by command against the bytes: ``*`` before each command, ``$`` before each
+  argument, the limits; positions follow from the argument lengths.  This yields the offset
+  where hiredis's answer stops being usable.
 * **Slow path.**  From that offset one command is parsed in Python with Redis's own rules, and
   the fast path resumes after it.  The Python parser is resumable: a half-received command
   keeps its finished arguments and its pending bulk length, so a 30 MB value arriving in
   64 KiB reads costs O(1) per read, and the headers of an incomplete command are checked the
-  moment they arrive (``*1\\r\\n$4000000000\\r\\n`` fails at once rather than after 4 GB).
+  moment they arrive (``*1\r\n$4000000000\r\n`` fails at once rather than after 4 GB).
 
-hiredis is never left holding a partial command: a command that does not complete in one go
-belongs to the Python parser, so no byte is buffered twice and a fully drained ``Reader`` can
-be reused.  A degenerate stream that would make us restart hiredis over and over (inline and
-multibulk interleaved, ``*0`` everywhere) is finished in Python, which is linear.
+hiredis never keeps a partial command across reads: a command that does not complete in one
+read belongs to the Python parser (the ``Reader`` that saw it is replaced), so no byte is held
+twice, and a drained ``Reader`` is reused.  A degenerate stream that would make us restart
+hiredis over and over (inline and multibulk interleaved, ``*0`` everywhere) is finished in
+Python, which is linear.  The Python parser is also the reference for the rules: anything
+hiredis returns is only ever used when it is provably what the Python parser would return.
 
 Errors.  A malformed request raises :class:`ProtocolError`, whose text is what Redis replies
 after ``-ERR`` (``Protocol error: invalid bulk length``...).  Like Redis, which answers and then
@@ -67,6 +76,8 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping, Sequence, Set
+from itertools import chain
+from operator import itemgetter
 from types import MappingProxyType
 
 import hiredis
@@ -227,29 +238,66 @@ def split_args(line: bytes) -> list[bytes] | None:
 
 _Reader = hiredis.Reader
 _NO_DATA = object()   # hiredis's "need more bytes"; its default, False, is also a RESP3 reply (#f)
-# Fed after the input: a RESP3 null.  hiredis returns it (then runs dry) only if it was between
-# replies when the input ended; a partial command swallows it and comes out as garbage or an
-# error instead.  (``has_data()`` cannot tell: hiredis consumes headers before their elements.)
-_SENTINEL = b"_\r\n"
+# Fed after the input (see "Fast path" above): only a '>' makes a push, and a batch with one
+# is never trusted without the exact walk.
+_SENTINEL = b">0\r\n"
+_Push = hiredis.PushNotification
 _HIREDIS_RESTARTS = 4  # per parse call; past this, a degenerate stream is finished in Python
 _DIGITS = bytes(len(str(n)) for n in range(10000))  # decimal digits of n
+
+
+# One translate classifies every byte a screen needs: digits become '0'; '*' and '%' (arrays
+# and maps, which hiredis builds at their header) become '*'; '~', '|' and '>' (aggregates
+# hiredis would return as lists, and the sentinel's '>') become '~'; '+', '(' and '=' (strings
+# hiredis would return as bytes) become '+'.
+_CLASSES = bytes.maketrans(b"0123456789*%~|>+(=", b"0000000000**~~~+++")
+
+
+def _unsafe_for_hiredis(classes: bytes) -> bool:
+    """An aggregate header of 5+ digits, maybe: hiredis would allocate a list of that many
+    slots on reading it (``*1000000000`` costs a second to free), so such input is parsed in
+    Python, which checks the count against the limit first."""
+    return b"*00000" in classes or b"~00000" in classes
+
+
+def _suspect(classes: bytes) -> bool:
+    """A byte hiredis might have read as a string or an aggregate although Redis would not."""
+    return 43 in classes or 126 in classes
+
+
+def _batch_size(batch: list[list[bytes]]) -> int:
+    """Bytes that canonical ``*``/``$`` requests for ``batch`` take (C-level loops only)."""
+    if not batch:
+        return 0
+    counts = list(map(len, batch))
+    sizes = list(map(len, chain.from_iterable(batch)))
+    total = 3 * len(counts) + 5 * len(sizes) + sum(sizes)
+    try:
+        return total + _digit_count(counts) + _digit_count(sizes)
+    except IndexError:  # a length of 10000 or more
+        return total + sum(len(str(n)) for n in counts) + sum(len(str(n)) for n in sizes)
+
+
+def _digit_count(numbers: list[int]) -> int:
+    if len(numbers) == 1:
+        return _DIGITS[numbers[0]]
+    return sum(itemgetter(*numbers)(_DIGITS))
 
 
 class RequestParser:
     """Incremental RESP request parser: ``feed`` bytes, take complete commands.
 
-    Each command is a non-empty ``list[bytes]`` (never decoded).  The limits are plain
-    attributes and may be changed at any time (CONFIG SET); they apply from the next header.
+    Each command is a non-empty ``list[bytes]`` (never decoded).  The limits may be changed at
+    any time (CONFIG SET); they apply from the next header read.
     """
 
-    __slots__ = ("_buf", "_pos", "_reader", "_mb_left", "_bulklen", "_args", "_argbytes",
+    __slots__ = ("_buf", "_reader", "_mb_left", "_bulklen", "_args", "_argbytes",
                  "_queue", "_error", "_max_bulk", "_max_mb", "_max_qbuf", "_fast_limit")
 
     def __init__(self, *, max_bulk_len: int = 32 * 1024 * 1024,
                  max_multibulk_len: int = 1024 * 1024,
                  max_query_buffer: int = 1024 * 1024 * 1024) -> None:
-        self._buf: bytes | bytearray = b""  # unparsed input starts at _pos
-        self._pos = 0
+        self._buf: bytes | bytearray = b""  # input not parsed yet
         self._reader = _Reader(notEnoughData=_NO_DATA)  # always drained between calls
         self._mb_left = 0        # Python parser mid-command: arguments still to come...
         self._bulklen = -1       # ...the pending argument's length once its header is read...
@@ -302,7 +350,7 @@ class RequestParser:
     @property
     def buffered(self) -> int:
         """Bytes held for commands not complete yet (what the query buffer limit measures)."""
-        return len(self._buf) - self._pos + self._argbytes
+        return len(self._buf) + self._argbytes
 
     # ------------------------------------------------------------------ input
 
@@ -328,29 +376,37 @@ class RequestParser:
         raw = self._buf
         if raw and raw[0] == 42 and not self._mb_left and self._error is None and not self._queue:
             # The fast path of the theory of operation, inlined: this is the per-read hot path.
+            classes = raw.translate(_CLASSES)
+            if _unsafe_for_hiredis(classes):
+                return self._finish(self._parse(hiredis=False))
             reader = self._reader
             reader.feed(raw)
-            reader.feed(_SENTINEL)
             out: list = []
             append = out.append
             gets = reader.gets
             try:
                 while True:
                     cmd = gets()
-                    if type(cmd) is not list:
+                    if cmd is _NO_DATA:
                         break
                     append(cmd)
-                    if not cmd:
+                    if type(cmd) is not list or not cmd:
                         raise _Untrusted
                     for arg in cmd:
                         if type(arg) is not bytes:
                             raise _Untrusted
-                at_end = cmd is None and gets() is _NO_DATA
-            except Exception:  # _Untrusted, garbage, or a count hiredis could not allocate for
-                return self._finish(self._parse(out, False))
-            if (not at_end or len(raw) > self._fast_limit or 43 in raw or 40 in raw
-                    or 61 in raw or 126 in raw or 124 in raw):
-                return self._finish(self._parse(out, at_end))
+            except Exception:  # _Untrusted, or garbage
+                return self._finish(self._parse(out, False, classes))
+            if len(raw) > self._fast_limit or 43 in classes or 126 in classes:
+                return self._finish(self._parse(out, True, classes))
+            reader.feed(_SENTINEL)
+            try:
+                cmd = gets()
+                at_end = type(cmd) is _Push and not cmd and gets() is _NO_DATA
+            except Exception:
+                at_end = False
+            if not at_end:  # the read ended inside a command
+                return self._finish(self._parse(out, True, classes, True))
             self._buf = b""
             return out
         return self._finish(self._parse() if raw else [])
@@ -384,25 +440,27 @@ class RequestParser:
 
     # ------------------------------------------------------------------ parsing
 
-    def _parse(self, batch: list | None = None, drained: bool = False) -> list[list[bytes]]:
+    def _parse(self, batch: list | None = None, clean: bool = False, classes: bytes = b"",
+               probed: bool = False, hiredis: bool = True) -> list[list[bytes]]:
         """Parse every complete command in the buffer; record a protocol error, never raise.
 
-        ``batch`` is what hiredis already returned for the buffer from offset 0 (the fast path
-        in :meth:`commands` gave up on it); ``drained`` says hiredis consumed every byte.
+        ``batch``, ``clean``, ``classes`` and ``probed``: what the fast path in
+        :meth:`commands` already got from hiredis for the whole buffer (see :meth:`_settle`).
+        ``hiredis=False``: parse all of it in Python.
         """
         if self._error is not None:
             self._buf = b""
             return []
         raw = self._buf
-        pos = self._pos
+        pos = 0
         end = len(raw)
         out: list[list[bytes]] = []
-        restarts = _HIREDIS_RESTARTS
+        restarts = _HIREDIS_RESTARTS if hiredis else 0
         more = True
         try:
             if batch is not None:
                 restarts -= 1
-                pos, more = self._vet(raw, pos, end, batch, drained, out)
+                pos, more = self._settle(raw, pos, end, batch, clean, classes, probed, out)
             while more and pos < end:
                 if self._mb_left:  # a command the Python parser has started
                     cmd, pos = self._multibulk(raw, pos, end)
@@ -425,42 +483,37 @@ class RequestParser:
                         out.append(cmd)
                     continue
                 restarts -= 1
-                # Fast path: let hiredis run over everything that is left.
+                # Fast path again, over everything that is left.
+                classes = (raw if pos == 0 else raw[pos:]).translate(_CLASSES)
+                if _unsafe_for_hiredis(classes):
+                    restarts = 0
+                    continue
                 reader = self._reader
                 reader.feed(raw, pos)
-                reader.feed(_SENTINEL)
                 batch = []
                 append = batch.append
                 gets = reader.gets
+                clean = True
                 try:
                     while True:
                         cmd = gets()
-                        if type(cmd) is not list:
+                        if cmd is _NO_DATA:
                             break
                         append(cmd)
-                        if not cmd:
+                        if type(cmd) is not list or not cmd:
                             raise _Untrusted
                         for arg in cmd:
                             if type(arg) is not bytes:
                                 raise _Untrusted
-                    drained = cmd is None and gets() is _NO_DATA
                 except Exception:
-                    drained = False
-                if drained:
-                    rest = raw if pos == 0 else raw[pos:]
-                    if (end - pos <= self._fast_limit and 43 not in rest and 40 not in rest
-                            and 61 not in rest and 126 not in rest and 124 not in rest):
-                        out += batch
-                        pos = end
-                        break
-                pos, more = self._vet(raw, pos, end, batch, drained, out)
+                    clean = False
+                pos, more = self._settle(raw, pos, end, batch, clean, classes, False, out)
         except _Fail as exc:
             self._fail(str(exc))
             return out
 
         if pos >= end:
             self._buf = b""
-            self._pos = 0
             if not self._argbytes:
                 return out
             held = self._argbytes
@@ -470,24 +523,45 @@ class RequestParser:
                     del raw[:pos]  # cheap: CPython just advances the array's start
                 else:
                     self._buf = raw[pos:]
-                self._pos = 0
             held = end - pos + self._argbytes
         if held > self._max_qbuf:
             self._fail(ERR_QUERY_BUFFER.format(held, self._max_qbuf))
         return out
 
-    def _vet(self, raw, pos: int, end: int, batch: list, drained: bool, out: list):
-        """Keep what hiredis parsed from ``pos`` as far as Redis would agree, then parse the
-        command it could not vouch for in Python.  Returns ``(pos, go_on)``."""
-        if not drained:
-            self._reader = _Reader(notEnoughData=_NO_DATA)  # it holds a partial or bad parse
-        for cmd in batch:
-            after = self._walk(raw, pos, end, cmd)
-            if after < 0:
-                break
-            if cmd:  # Redis skips "*0"
-                out.append(cmd)
-            pos = after
+    def _settle(self, raw, pos: int, end: int, batch: list, clean: bool, classes: bytes,
+                probed: bool, out: list):
+        """Take what hiredis returned for ``raw[pos:end]`` as far as Redis would agree.
+
+        ``clean``: hiredis ran dry, and every reply was a non-empty list of bytes.
+        ``classes``: ``raw[pos:end]`` translated by ``_CLASSES``.  ``probed``: the sentinel was
+        fed already, and did not come back.  Returns ``(pos, go_on)``.
+        """
+        if clean and end - pos <= self._fast_limit and not _suspect(classes):
+            # Every reply is exactly a request command: only the end of the input is in doubt.
+            out += batch
+            if not probed:
+                reader = self._reader
+                reader.feed(_SENTINEL)
+                try:
+                    cmd = reader.gets()
+                    if type(cmd) is _Push and not cmd and reader.gets() is _NO_DATA:
+                        return end, False  # between two commands: the reader stays usable
+                except Exception:
+                    pass
+            # The read ended inside a command, which hiredis holds (with the sentinel):
+            # compute where it starts and give it to the Python parser.
+            self._reader = _Reader(notEnoughData=_NO_DATA)
+            pos += _batch_size(batch)
+        else:
+            for cmd in batch:
+                after = self._walk(raw, pos, end, cmd)
+                if after < 0:
+                    break
+                if cmd:  # Redis skips "*0"
+                    out.append(cmd)
+                pos = after
+            if not (clean and pos >= end):
+                self._reader = _Reader(notEnoughData=_NO_DATA)  # holds a partial or bad parse
         if pos >= end:
             return pos, False
         if raw[pos] != 42:  # hiredis read a non-array here: it is an inline command
@@ -502,7 +576,6 @@ class RequestParser:
     def _fail(self, message: str) -> None:
         self._error = message
         self._buf = b""
-        self._pos = 0
         self._reader = None
         self._mb_left = 0
         self._bulklen = -1
@@ -513,8 +586,7 @@ class RequestParser:
         """Where ``cmd``, as hiredis parsed it at ``p``, ends; -1 unless Redis would agree.
 
         hiredis accepted the header digits, so they are canonical and their length follows
-        from the number itself: no need to search the bytes for the CR.  A command reaching
-        past ``end`` took bytes of the sentinel: it is not complete in the buffer.
+        from the number itself: no need to search the bytes for the CR.
         """
         if type(cmd) is not list or p >= end or raw[p] != 42:
             return -1

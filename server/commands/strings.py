@@ -85,8 +85,15 @@ def _entry(session, key: bytes):
 
 @command("get", op="GET")
 def get(session, args):
-    entry = _entry(session, args[1])
-    return null(session) if entry is None else encode_bulk(entry.value)
+    key = args[1]
+    check_key(session, key)
+    ns = session.namespace
+    value = ns.store.get_value(ns.number, key)
+    if value is None:
+        session.state.stats.keyspace_misses += 1
+        return null(session)
+    session.state.stats.keyspace_hits += 1
+    return encode_bulk(value)
 
 
 _SET_FLAGS = {b"nx", b"xx", b"get", b"keepttl"}

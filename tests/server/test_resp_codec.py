@@ -198,6 +198,22 @@ def test_a_large_value_arriving_in_small_reads_is_linear():
     assert parser.buffered == 0
 
 
+@pytest.mark.parametrize("value", [b"xxx", b"a=b", b"y" * 12_000, b"z" * 9_999 + b">"])
+@pytest.mark.parametrize("read_size", [4096, 65536])
+def test_long_pipelines_cut_by_fixed_size_reads(value, read_size):
+    # Reads that end inside a command, with values hiredis alone could vouch for and not.
+    commands = [[b"SET", b"key:%06d" % i, value] for i in range(300)]
+    stream = b"".join(pack(*c) for c in commands)
+    chunks = [stream[i:i + read_size] for i in range(0, len(stream), read_size)]
+    assert run(chunks) == (commands, None)
+
+
+def test_interleaved_inline_and_multibulk_in_one_read():
+    stream = (b"PING\r\n" + pack("ECHO", "a") + b"*0\r\n" + b"*-1\r\n") * 2000
+    cmds, error = parse_all(stream)
+    assert error is None and cmds == [[b"PING"], [b"ECHO", b"a"]] * 2000
+
+
 def test_buffered_counts_bytes_held_for_incomplete_commands():
     parser = RequestParser()
     assert parser.buffered == 0
@@ -584,7 +600,7 @@ def test_encode_error_and_simple():
     (1e-7, b"1e-7"), (1.5e-7, b"1.5e-7"), (0.000123, b"0.000123"), (1.23e-5, b"1.23e-5"),
     (123456.789, b"123456.789"), (1e20, b"1e+20"), (-2.5e100, b"-2.5e+100"),
     (1.2345678901234567e19, b"12345678901234567000"), (1e300, b"1e+300"),
-    (4611686018427387904.0, b"4611686018427387904"), (9.223372036854776e18, b"9.223372036854776e+18"),
+    (4611686018427387904.0, b"4611686018427387904"), (9.223372036854776e18, b"9223372036854776000"),
     (5e-324, b"5e-324"), (2**53 + 0.0, b"9007199254740992"), (0.30000000000000004, b"0.30000000000000004"),
 ])
 def test_format_double_like_redis(value, text):
