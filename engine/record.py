@@ -12,13 +12,15 @@ A record is a fixed 32-byte header followed by a payload::
     24     8    expire_ms    expiration, milliseconds since the epoch; 0 = never
 
     payload (plaintext form; COMPRESSED/ENCRYPTED transform it as a whole, see payload codec):
-    0      2    ns           namespace number (0 is the catalog, user namespaces start at 1)
-    2      2    key_len
-    4      2    meta_len     bytes of metadata JSON text (0 = no metadata)
+    0      2    key_len
+    2      2    meta_len     bytes of metadata JSON text (0 = no metadata)
+    4      2    ns           namespace number, BIG-endian (0 is the catalog)
     6      ...  key, metadata, value
 
-All integers are little-endian.  The checksum covers the header too, so a flipped length,
-sequence number or expiration is caught exactly like a flipped value byte.
+Integers are little-endian except ``ns``: big-endian and placed just before the key, so
+``payload[4:6 + key_len]`` *is* the index key (namespace, then key bytes) in one slice.  The
+checksum covers the header too, so a flipped length, sequence number or expiration is caught
+exactly like a flipped value byte.
 """
 
 from __future__ import annotations
@@ -31,7 +33,8 @@ import xxhash
 HEADER = struct.Struct("<QHBBIQQ")
 HEADER_SIZE = HEADER.size  # 32
 HEADER_TAIL = struct.Struct("<HBBIQQ")  # the header without its checksum
-PAYLOAD_PREFIX = struct.Struct("<HHH")
+#: key_len, meta_len (little-endian), then the namespace's high and low byte (big-endian).
+PAYLOAD_PREFIX = struct.Struct("<HHBB")
 PAYLOAD_PREFIX_SIZE = PAYLOAD_PREFIX.size  # 6
 CHECKSUM = struct.Struct("<Q")
 
@@ -81,7 +84,7 @@ def encode(seq: int, flags: int, expire_ms: int, ns: int, key: bytes, metadata: 
     payload_len = PAYLOAD_PREFIX_SIZE + len(key) + len(metadata) + len(value)
     body = b"".join((
         HEADER_TAIL.pack(RECORD_MAGIC, flags, key_id, payload_len, seq, expire_ms),
-        PAYLOAD_PREFIX.pack(ns, len(key), len(metadata)),
+        PAYLOAD_PREFIX.pack(len(key), len(metadata), ns >> 8, ns & 0xFF),
         key, metadata, value,
     ))
     return CHECKSUM.pack(_checksum(body)) + body
@@ -94,7 +97,7 @@ def encode_parts(seq: int, flags: int, expire_ms: int, ns: int, key: bytes, meta
     Large values go to ``os.writev`` as they are, so a 25 MiB put is never copied into a
     second buffer just to prepend a header.
     """
-    prefix = PAYLOAD_PREFIX.pack(ns, len(key), len(metadata))
+    prefix = PAYLOAD_PREFIX.pack(len(key), len(metadata), ns >> 8, ns & 0xFF)
     payload_len = len(prefix) + len(key) + len(metadata) + len(value)
     tail = HEADER_TAIL.pack(RECORD_MAGIC, flags, key_id, payload_len, seq, expire_ms)
     hasher = xxhash.xxh3_64()
@@ -121,20 +124,21 @@ def decode_payload(payload) -> tuple[int, bytes, bytes, bytes]:
     """Split a plaintext payload into ``(ns, key, metadata, value)``; raises ValueError if malformed."""
     if len(payload) < PAYLOAD_PREFIX_SIZE:
         raise ValueError("payload shorter than its prefix")
-    ns, key_len, meta_len = PAYLOAD_PREFIX.unpack_from(payload, 0)
+    key_len, meta_len, ns_hi, ns_lo = PAYLOAD_PREFIX.unpack_from(payload, 0)
     key_end = PAYLOAD_PREFIX_SIZE + key_len
     meta_end = key_end + meta_len
     if meta_end > len(payload):
         raise ValueError("key and metadata lengths exceed the payload")
     payload = bytes(payload) if not isinstance(payload, bytes) else payload
-    return ns, payload[PAYLOAD_PREFIX_SIZE:key_end], payload[key_end:meta_end], payload[meta_end:]
+    return (ns_hi << 8) | ns_lo, payload[PAYLOAD_PREFIX_SIZE:key_end], payload[key_end:meta_end], \
+        payload[meta_end:]
 
 
-def decode_key_meta(payload) -> tuple[int, bytes, bytes]:
-    """Just ``(ns, key, metadata)``: recovery needs no value, so it does not copy one."""
-    ns, key_len, meta_len = PAYLOAD_PREFIX.unpack_from(payload, 0)
+def decode_index_key_meta(payload) -> tuple[bytes, bytes]:
+    """``(index key, metadata)`` without copying the value: what recovery needs."""
+    key_len, meta_len, _, _ = PAYLOAD_PREFIX.unpack_from(payload, 0)
     key_end = PAYLOAD_PREFIX_SIZE + key_len
     meta_end = key_end + meta_len
     if meta_end > len(payload):
         raise ValueError("key and metadata lengths exceed the payload")
-    return ns, bytes(payload[PAYLOAD_PREFIX_SIZE:key_end]), bytes(payload[key_end:meta_end])
+    return bytes(payload[4:key_end]), (bytes(payload[key_end:meta_end]) if meta_len else b"")

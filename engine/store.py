@@ -301,12 +301,12 @@ class Store:
                 or rec.HEADER_SIZE + header.payload_len > damage.length):
             return
         try:
-            ns, key, _ = rec.decode_key_meta(memoryview(head)[rec.HEADER_SIZE:])
+            ikey, _ = rec.decode_index_key_meta(memoryview(head)[rec.HEADER_SIZE:])
         except ValueError:
             return
-        if not key or len(key) > 512 or ns == CATALOG_NS:
+        if not 2 < len(ikey) <= 514 or ikey[:2] == b"\0\0":
             return
-        self._damaged.append((index_key(ns, key), header.seq,
+        self._damaged.append((ikey, header.seq,
                               pack_location(seg.seg_no, damage.offset,
                                             rec.HEADER_SIZE + header.payload_len)))
 
@@ -318,19 +318,18 @@ class Store:
         size = rec.HEADER_SIZE + header.payload_len
         loc = pack_location(seg_no, item.offset, size)
         try:
-            ns, key, metadata = rec.decode_key_meta(item.payload)
+            ikey, metadata = rec.decode_index_key_meta(item.payload)
         except ValueError:
             # The checksum matched, so the writer produced this: a format bug, not bit rot.
             raise StoreError(f"segment {seg_no} offset {item.offset}: malformed payload")
         tombstone = bool(header.flags & rec.FLAG_TOMBSTONE)
         if header.flags & rec.FLAG_CATALOG:
-            ns_id = key.decode("ascii")
+            ns_id = ikey[2:].decode("ascii")
             prev = catalog_latest.get(ns_id)
             if prev is None or prev[0] < seq:
                 value = rec.decode_payload(item.payload)[3]
                 catalog_latest[ns_id] = (seq, loc, value, tombstone)
             return
-        ikey = index_key(ns, key)
         prev = state.locations.get(ikey)
         if prev is not None:
             prev_loc = prev if prev >= 0 else ~prev
@@ -691,9 +690,9 @@ class Store:
                 or _CHECKSUM(buf[8:]) != checksum):
             entry = self.read_entry(ns, key)  # verifies again, raises CorruptionError
             return None if entry is None else entry.value
-        _ns, key_len, meta_len = _PREFIX_UNPACK(buf, rec.HEADER_SIZE)
+        key_len, meta_len, _hi, _lo = _PREFIX_UNPACK(buf, rec.HEADER_SIZE)
         start = rec.HEADER_SIZE + rec.PAYLOAD_PREFIX_SIZE
-        if buf[start:start + key_len] != key:
+        if buf[start - 2:start + key_len] != ikey:
             entry = self.read_entry(ns, key)
             return None if entry is None else entry.value
         return buf[start + key_len + meta_len:]

@@ -63,7 +63,7 @@ def read_file(path: str) -> bytes:
 SEGMENT_HEADER_SIZE = 16
 RECORD_HEADER = struct.Struct("<QHBBIQQ")  # checksum, magic, flags, key_id, payload_len, seq, expire_ms
 RECORD_HEADER_SIZE = RECORD_HEADER.size
-PAYLOAD_PREFIX = struct.Struct("<HHH")  # ns, key_len, meta_len
+PAYLOAD_PREFIX = struct.Struct("<HH")  # key_len, meta_len; then ns as 2 big-endian bytes
 FLAG_TOMBSTONE = 0x01
 FLAG_CATALOG = 0x08
 
@@ -96,8 +96,10 @@ def disk_records(path: str) -> list[DiskRecord]:
     while offset < len(data):
         _, magic, flags, _, payload_len, seq, expire_ms = RECORD_HEADER.unpack_from(data, offset)
         assert magic == 0xEDC5, (path, offset)
-        ns, _key_len, _ = PAYLOAD_PREFIX.unpack_from(data, offset + RECORD_HEADER_SIZE)
-        key_start = offset + RECORD_HEADER_SIZE + PAYLOAD_PREFIX.size
+        _key_len, _ = PAYLOAD_PREFIX.unpack_from(data, offset + RECORD_HEADER_SIZE)
+        ns_at = offset + RECORD_HEADER_SIZE + PAYLOAD_PREFIX.size
+        ns = int.from_bytes(data[ns_at:ns_at + 2], "big")
+        key_start = ns_at + 2
         key = data[key_start:key_start + _key_len]
         size = RECORD_HEADER_SIZE + payload_len
         out.append(DiskRecord(offset, size, flags, seq, expire_ms, ns, key))
