@@ -44,7 +44,7 @@ class Session:
         self.lib_ver = b""
         self.created = time.time()
         self.last_interaction = self.created
-        self.last_command = b"NULL"
+        self.last_command = "NULL"
         self.close_after_reply = False  # QUIT: close once this batch's replies are out
         self.connection = None  # the transport-side object; None in sans-IO tests
 
@@ -66,7 +66,7 @@ class Session:
             return encode_error(command_table.wrong_arity_error(spec))
         if not self.authenticated and spec.name not in _NO_AUTH_NEEDED:
             return b"-NOAUTH Authentication required.\r\n"
-        self.last_command = spec.name.encode()
+        self.last_command = spec.name
         calls = state.stats.command_calls
         calls[spec.name] = calls.get(spec.name, 0) + 1
         try:

@@ -140,7 +140,7 @@ def client_info_line(s) -> str:
     return (f"id={s.id} addr={s.addr} laddr={s.laddr} fd=-1 name={as_text(s.name)} "
             f"age={int(now - s.created)} idle={int(now - s.last_interaction)} flags=N db={s.db} "
             f"sub=0 psub=0 ssub=0 multi=-1 qbuf=0 qbuf-free=0 argv-mem=0 multi-mem=0 rbs=0 rbp=0 "
-            f"obl=0 oll=0 omem=0 tot-mem=0 events=r cmd={as_text(s.last_command).lower()} "
+            f"obl=0 oll=0 omem=0 tot-mem=0 events=r cmd={s.last_command.lower()} "
             f"user=default redir=-1 resp={s.protocol} lib-name={as_text(s.lib_name)} "
             f"lib-ver={as_text(s.lib_ver)}")
 

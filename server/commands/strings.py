@@ -103,6 +103,13 @@ _SET_UNITS = {b"ex", b"px", b"exat", b"pxat"}
 @command("set", op="PUT")
 def set_(session, args):
     key, value = args[1], args[2]
+    if len(args) == 3:  # plain SET: the hot path, straight to the engine's single put
+        ns = session.namespace
+        store = ns.store
+        if (0 < len(key) <= 512 and key != b"." and key != b".."
+                and len(value) <= store.limits.max_value_bytes and not store.write_rate_limit):
+            store.put_one(ns.number, key, value, durable=False)
+            return OK
     nx = xx = want_old = keepttl = False
     unit = None
     amount = 0
