@@ -20,7 +20,7 @@ REDIS_COMPAT_VERSION = "7.2.4"
 @dataclass
 class Stats:
     total_connections: int = 0
-    total_commands: int = 0
+    unknown_commands: int = 0
     rejected_connections: int = 0
     keyspace_hits: int = 0
     keyspace_misses: int = 0
@@ -31,8 +31,16 @@ class Stats:
     protocol_errors: int = 0
     command_calls: dict = field(default_factory=dict)
 
+    @property
+    def total_commands(self) -> int:
+        """Counted per command name on the hot path; the total is summed when INFO asks."""
+        return sum(self.command_calls.values()) + self.unknown_commands
+
     def reset(self) -> None:
+        calls = self.command_calls
         self.__init__()
+        calls.clear()  # sessions hold this dict: keep the object, drop the counts
+        self.command_calls = calls
 
 
 class ScanCursors:

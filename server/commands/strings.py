@@ -86,7 +86,8 @@ def _entry(session, key: bytes):
 @command("get", op="GET")
 def get(session, args):
     key = args[1]
-    check_key(session, key)
+    if not 0 < len(key) <= 512 or key == b"." or key == b"..":
+        check_key(session, key)
     ns = session.namespace
     value = ns.store.get_value(ns.number, key)
     if value is None:
