@@ -36,6 +36,14 @@ class ServerConfig:
     max_namespaces: int = 1000
     write_rate_limit: bool = False
     log_level: str = "INFO"
+    # REST API credentials.  With none configured the API refuses every request, unless
+    # ``http_anonymous`` is set and the API listens on loopback only.
+    api_tokens: list = field(default_factory=list)  # read-write bearer tokens
+    api_read_tokens: list = field(default_factory=list)  # read-only bearer tokens
+    auth_email: str | None = None  # X-Auth-Email + X-Auth-Key: read-write
+    auth_key: str | None = None
+    account_id: str | None = None  # None: any account id in the path is accepted
+    http_anonymous: bool = False
     extra: dict = field(default_factory=dict)
 
     def check(self) -> None:
@@ -44,12 +52,24 @@ class ServerConfig:
             raise ValueError(f"fsync must be always, everysec or no; got {self.fsync!r}")
         if self.min_ttl < 1:
             raise ValueError(f"min-ttl must be at least 1 second; got {self.min_ttl}")
+        # The REST API has credentials of its own: with them its bind is not the RESP
+        # password's business.
+        http_host = self.http_bind if not self.has_api_credentials() else None
         if self.protected_mode and not self.requirepass:
-            for host in filter(None, {self.bind, self.http_bind}):
+            for host in filter(None, {self.bind, http_host}):
                 if not is_loopback(host):
                     raise ValueError(
                         f"refusing to listen on {host} without a password (protected mode): set "
                         f"--requirepass, or pass --protected-mode no if the network is trusted")
+        if bool(self.auth_email) != bool(self.auth_key):
+            raise ValueError("auth-email and auth-key must be given together")
+        if (self.http_anonymous and self.http_port is not None
+                and not is_loopback(self.http_bind or self.bind)):
+            raise ValueError("http-anonymous yes is only allowed when the REST API listens on "
+                             "loopback; configure --api-token instead")
+
+    def has_api_credentials(self) -> bool:
+        return bool(self.api_tokens or self.api_read_tokens or self.auth_key)
 
     def bind_addresses(self) -> list[str]:
         return self.bind.split()
@@ -89,7 +109,9 @@ def coerce(name: str, raw: str):
     """Convert a text setting to the type of the ServerConfig field ``name``."""
     if name in _SIZE_FIELDS:
         return parse_size(raw)
-    if name in ("protected_mode", "write_rate_limit"):
+    if name in ("api_tokens", "api_read_tokens"):
+        return raw.split()
+    if name in ("protected_mode", "write_rate_limit", "http_anonymous"):
         if raw.lower() not in _BOOL:
             raise ValueError(f"{name.replace('_', '-')} must be yes or no; got {raw!r}")
         return _BOOL[raw.lower()]
@@ -97,7 +119,7 @@ def coerce(name: str, raw: str):
         return None if raw.lower() in ("0", "no", "off", "none") else int(raw)
     if name in ("port", "maxclients", "min_ttl", "max_multibulk_len", "max_namespaces"):
         return int(raw)
-    if name == "requirepass":
+    if name in ("requirepass", "auth_email", "auth_key", "account_id"):
         return raw or None
     return raw
 
@@ -122,5 +144,7 @@ def build(file: str | None = None, **overrides) -> ServerConfig:
     values = load_file(file) if file else {}
     values.update({k: v for k, v in overrides.items() if v is not None})
     config = ServerConfig(**values)
+    if config.http_port == 0:
+        config.http_port = None  # --http-port 0: no REST API
     config.data_dir = os.path.abspath(config.data_dir)
     return config

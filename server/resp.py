@@ -26,9 +26,9 @@ and a position into it, and takes each multibulk command by one of three routes:
   back as ``bytes`` just like ``$`` bulk strings, ``~`` and ``|`` aggregates as lists, and
   ``$-1``, ``:1`` or nested arrays as ``None``, ``int`` or ``list`` elements.  Its replies are
   taken as they are only when every one is a non-empty ``list`` of ``bytes`` and the bytes
-  contain none of ``+ ( = ~ | >`` at all (one ``translate`` of the read classifies the bytes
-  for both screens, then a few ``memchr``; plus a type check per argument).  Then no element can have been anything but a bulk string nor a command anything
-  but an array, and as hiredis reads numbers by Redis's own ``string2ll`` rules (no sign,
+  contain none of ``+ ( = ~ | >`` at all (six ``memchr`` scans per read, plus a type check
+  per argument).  Then no element can have been anything but a bulk string nor a command
+  anything but an array, and as hiredis reads numbers by Redis's own ``string2ll`` rules (no sign,
   spaces or leading zeros), the commands are exactly what Redis would have parsed.  What is
   left is whether the read ended between two commands: hiredis consumes a header before its
   elements arrive, so ``has_data()`` cannot tell.  A sentinel can: an empty RESP3 push
@@ -43,7 +43,7 @@ and a position into it, and takes each multibulk command by one of three routes:
   the fast path resumes after it.  The Python parser is resumable: a half-received command
   keeps its finished arguments and its pending bulk length, so a 30 MB value arriving in
   64 KiB reads costs O(1) per read, and the headers of an incomplete command are checked the
-  moment they arrive (``*1\r\n$4000000000\r\n`` fails at once rather than after 4 GB).
+  moment they arrive (``*1\\r\\n$4000000000\\r\\n`` fails at once rather than after 4 GB).
 
 hiredis never keeps a partial command across reads: a command that does not complete in one
 read belongs to the Python parser (the ``Reader`` that saw it is replaced), so no byte is held
@@ -54,7 +54,7 @@ hiredis returns is only ever used when it is provably what the Python parser wou
 
 Errors.  A malformed request raises :class:`ProtocolError`, whose text is what Redis replies
 after ``-ERR`` (``Protocol error: invalid bulk length``...).  Like Redis, which answers and then
-closes such a client, the parser is then dead: it drops further input and raises the same
+closes such a client, the parser is then dead: it ignores further input and raises the same
 error again.  Commands that were complete *before* the bad bytes are still delivered: by
 ``next_command`` one at a time before it raises, and by ``commands`` on the exception's
 ``commands`` attribute (the list the call would otherwise have returned), so the server runs
@@ -75,6 +75,7 @@ booleans ``:1``/``:0``, doubles and big numbers bulk strings.
 from __future__ import annotations
 
 import math
+import re
 from collections.abc import Mapping, Sequence, Set
 from itertools import chain
 from operator import itemgetter
@@ -246,23 +247,26 @@ _HIREDIS_RESTARTS = 4  # per parse call; past this, a degenerate stream is finis
 _DIGITS = bytes(len(str(n)) for n in range(10000))  # decimal digits of n
 
 
-# One translate classifies every byte a screen needs: digits become '0'; '*' and '%' (arrays
-# and maps, which hiredis builds at their header) become '*'; '~', '|' and '>' (aggregates
-# hiredis would return as lists, and the sentinel's '>') become '~'; '+', '(' and '=' (strings
-# hiredis would return as bytes) become '+'.
-_CLASSES = bytes.maketrans(b"0123456789*%~|>+(=", b"0000000000**~~~+++")
+# Digits become '0', and the bytes that start an aggregate hiredis allocates at its header
+# ('*', '~', '|', '>') become '*': then one literal search finds every large count.
+_AGGREGATE_DIGITS = bytes.maketrans(b"0123456789~|>", b"0000000000***")
+_LARGE_COUNT = re.compile(rb"\*00000").search
 
 
-def _unsafe_for_hiredis(classes: bytes) -> bool:
-    """An aggregate header of 5+ digits, maybe: hiredis would allocate a list of that many
-    slots on reading it (``*1000000000`` costs a second to free), so such input is parsed in
-    Python, which checks the count against the limit first."""
-    return b"*00000" in classes or b"~00000" in classes
+def _screen(data) -> tuple[bool, bool]:
+    """Look at input before hiredis does: ``(unsafe, suspect)``.
 
-
-def _suspect(classes: bytes) -> bool:
-    """A byte hiredis might have read as a string or an aggregate although Redis would not."""
-    return 43 in classes or 126 in classes
+    *suspect*: a byte hiredis might read as a string (``+ ( =``) or an aggregate (``~ | >``)
+    where Redis would not; without one, only the sentinel can come back as a push.  *unsafe*:
+    maybe an aggregate header of five digits or more, for which hiredis would allocate that
+    many slots at once (``*1000000000`` costs a second to free): parse such input in Python,
+    which checks the count against the limit first.  (Maps are dicts, built as they fill.)
+    """
+    suspect = (43 in data or 40 in data or 61 in data or 126 in data or 124 in data
+               or 62 in data)
+    if not suspect and not data.rfind(42) and 13 in data[:6]:
+        return False, False  # one '*', the first byte, four digits at most: a common read
+    return _LARGE_COUNT(data.translate(_AGGREGATE_DIGITS)) is not None, suspect
 
 
 def _batch_size(batch: list[list[bytes]]) -> int:
@@ -357,6 +361,8 @@ class RequestParser:
     def feed(self, data: bytes) -> None:
         """Append received bytes.  Parsing happens when commands are asked for."""
         buf = self._buf
+        if self._error is not None:
+            return  # a dead connection: nothing it sends matters any more
         if not buf:
             # The common case, a read holding whole commands, is parsed in place, no copy.
             self._buf = data if type(data) is bytes else bytes(data)
@@ -376,9 +382,11 @@ class RequestParser:
         raw = self._buf
         if raw and raw[0] == 42 and not self._mb_left and self._error is None and not self._queue:
             # The fast path of the theory of operation, inlined: this is the per-read hot path.
-            classes = raw.translate(_CLASSES)
-            if _unsafe_for_hiredis(classes):
-                return self._finish(self._parse(hiredis=False))
+            suspect = (43 in raw or 40 in raw or 61 in raw or 126 in raw or 124 in raw
+                       or 62 in raw)
+            if ((suspect or raw.rfind(42) or 13 not in raw[:6])
+                    and _LARGE_COUNT(raw.translate(_AGGREGATE_DIGITS)) is not None):
+                return self._finish(self._parse(hiredis=False))  # see _screen()
             reader = self._reader
             reader.feed(raw)
             out: list = []
@@ -396,9 +404,9 @@ class RequestParser:
                         if type(arg) is not bytes:
                             raise _Untrusted
             except Exception:  # _Untrusted, or garbage
-                return self._finish(self._parse(out, False, classes))
-            if len(raw) > self._fast_limit or 43 in classes or 126 in classes:
-                return self._finish(self._parse(out, True, classes))
+                return self._finish(self._parse(out, False, suspect))
+            if suspect or len(raw) > self._fast_limit:
+                return self._finish(self._parse(out, True, suspect))
             reader.feed(_SENTINEL)
             try:
                 cmd = gets()
@@ -406,7 +414,7 @@ class RequestParser:
             except Exception:
                 at_end = False
             if not at_end:  # the read ended inside a command
-                return self._finish(self._parse(out, True, classes, True))
+                return self._finish(self._parse(out, True, False, True))
             self._buf = b""
             return out
         return self._finish(self._parse() if raw else [])
@@ -440,12 +448,12 @@ class RequestParser:
 
     # ------------------------------------------------------------------ parsing
 
-    def _parse(self, batch: list | None = None, clean: bool = False, classes: bytes = b"",
+    def _parse(self, batch: list | None = None, clean: bool = False, suspect: bool = True,
                probed: bool = False, hiredis: bool = True) -> list[list[bytes]]:
         """Parse every complete command in the buffer; record a protocol error, never raise.
 
-        ``batch``, ``clean``, ``classes`` and ``probed``: what the fast path in
-        :meth:`commands` already got from hiredis for the whole buffer (see :meth:`_settle`).
+        ``batch``, ``clean``, ``suspect`` and ``probed``: what the fast path in
+        :meth:`commands` already knows of the whole buffer (see :meth:`_settle`).
         ``hiredis=False``: parse all of it in Python.
         """
         if self._error is not None:
@@ -460,7 +468,7 @@ class RequestParser:
         try:
             if batch is not None:
                 restarts -= 1
-                pos, more = self._settle(raw, pos, end, batch, clean, classes, probed, out)
+                pos, more = self._settle(raw, pos, end, batch, clean, suspect, probed, out)
             while more and pos < end:
                 if self._mb_left:  # a command the Python parser has started
                     cmd, pos = self._multibulk(raw, pos, end)
@@ -484,8 +492,8 @@ class RequestParser:
                     continue
                 restarts -= 1
                 # Fast path again, over everything that is left.
-                classes = (raw if pos == 0 else raw[pos:]).translate(_CLASSES)
-                if _unsafe_for_hiredis(classes):
+                unsafe, suspect = _screen(raw if pos == 0 else raw[pos:])
+                if unsafe:
                     restarts = 0
                     continue
                 reader = self._reader
@@ -507,7 +515,7 @@ class RequestParser:
                                 raise _Untrusted
                 except Exception:
                     clean = False
-                pos, more = self._settle(raw, pos, end, batch, clean, classes, False, out)
+                pos, more = self._settle(raw, pos, end, batch, clean, suspect, False, out)
         except _Fail as exc:
             self._fail(str(exc))
             return out
@@ -528,15 +536,15 @@ class RequestParser:
             self._fail(ERR_QUERY_BUFFER.format(held, self._max_qbuf))
         return out
 
-    def _settle(self, raw, pos: int, end: int, batch: list, clean: bool, classes: bytes,
+    def _settle(self, raw, pos: int, end: int, batch: list, clean: bool, suspect: bool,
                 probed: bool, out: list):
         """Take what hiredis returned for ``raw[pos:end]`` as far as Redis would agree.
 
         ``clean``: hiredis ran dry, and every reply was a non-empty list of bytes.
-        ``classes``: ``raw[pos:end]`` translated by ``_CLASSES``.  ``probed``: the sentinel was
-        fed already, and did not come back.  Returns ``(pos, go_on)``.
+        ``suspect``: see :func:`_screen`.  ``probed``: the sentinel was fed already, and did
+        not come back.  Returns ``(pos, go_on)``.
         """
-        if clean and end - pos <= self._fast_limit and not _suspect(classes):
+        if clean and not suspect and end - pos <= self._fast_limit:
             # Every reply is exactly a request command: only the end of the input is in doubt.
             out += batch
             if not probed:
@@ -691,6 +699,7 @@ ONE = b":1\r\n"
 _CRLF = b"\r\n"
 
 _BULK_HEADERS = tuple(b"$%d\r\n" % n for n in range(1024))
+_ARRAY_HEADERS = tuple(b"*%d\r\n" % n for n in range(1024))
 _INTS = tuple(b":%d\r\n" % n for n in range(-1, 10000))  # _INTS[n + 1]
 _INT64_MIN, _INT64_MAX = -(1 << 63), (1 << 63) - 1
 
@@ -705,7 +714,7 @@ def encode_bulk(data: bytes) -> bytes:
 
 def encode_int(n: int) -> bytes:
     """A RESP number (``:n``); the caller keeps it within int64, as Redis's replies are."""
-    if -1 <= n < 9999:
+    if -1 <= n < 10000:
         return _INTS[n + 1]
     return b":%d\r\n" % n
 
@@ -888,10 +897,6 @@ def encode(value, protocol: int) -> bytes:
         return NULL3 if protocol == 3 else NULL2
     if kind is int and _INT64_MIN <= value <= _INT64_MAX:
         return encode_int(value)
-    if kind is list and all(type(item) is bytes for item in value):
-        if not value:
-            return EMPTY_ARRAY
-        return b"*%d\r\n%b" % (len(value), b"".join(map(encode_bulk, value)))
     out: list[bytes] = []
     _encode_into(value, protocol == 3, out)
     return b"".join(out)
@@ -957,11 +962,14 @@ def _enc_null_array(value, resp3, out):
 
 
 def _enc_aggregate(marker: bytes, items, resp3, out) -> None:
-    out.append(b"%b%d\r\n" % (marker, len(items)))
+    size = len(items)
+    out.append(_ARRAY_HEADERS[size] if marker == b"*" and size < 1024
+               else b"%b%d\r\n" % (marker, size))
     append = out.append
     for item in items:
         if type(item) is bytes:
-            append(encode_bulk(item))
+            size = len(item)
+            append(_BULK_HEADERS[size] + item + _CRLF if size < 1024 else encode_bulk(item))
         else:
             _encode_into(item, resp3, out)
 
