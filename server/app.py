@@ -320,7 +320,8 @@ class EdgeKVServer:
             return
         try:
             from . import http
-        except ImportError:
+        except ImportError as exc:
+            log.warning("REST API disabled: %s (install edgekv's dependencies)", exc)
             return
         self.http_runner = await http.start(self)
 
