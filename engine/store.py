@@ -5,7 +5,9 @@ Theory of operation
 A data directory holds a lock file and numbered segment files.  Every change, user data and
 namespace catalog alike, is a record appended to the *active* (highest-numbered) segment; when
 it passes ``segment_bytes`` it is fsynced, sealed and a new one started.  Nothing is ever
-rewritten in place.
+rewritten in place: compaction (``engine/compaction.py``) writes the live records of sealed
+segments into new segments and deletes the old ones, and opening loads a compacted segment
+from its hint file (``engine/hints.py``) instead of scanning it.
 
 In memory the store keeps the index (every live key, sorted, to a packed location), the
 expirations (only for keys that have one), the metadata JSON of keys that have some (so ``list``
@@ -267,9 +269,14 @@ class Store:
                     continue
                 report.records += 1
                 self._replay(seg_no, item, latest, catalog_latest)
-        for ns_id, (seq, loc, value, tombstone) in sorted(catalog_latest.items(),
-                                                           key=lambda kv: kv[1][0]):
+        versions = sorted((seq, ns_id, loc, value, tombstone)
+                          for ns_id, found in catalog_latest.items()
+                          for seq, loc, value, tombstone in found)
+        for seq, ns_id, loc, value, tombstone in versions:
             self._catalog.apply(ns_id, value, tombstone)
+            old = self._catalog_locations.pop(ns_id, None)
+            if old is not None:
+                self._add_dead_location(old)
             if not tombstone:
                 self._catalog_locations[ns_id] = loc
         for ikey, seq, loc in self._damaged:
@@ -278,7 +285,6 @@ class Store:
             prev = latest.locations.get(ikey)
             if prev is not None and self._seq_at(prev if prev >= 0 else ~prev) <= seq:
                 latest.record(ikey, loc, False, 0, b"")
-        self._adopt_orphans(latest)
         self._build_index(latest)
         if numbers:
             self._active = self._segments[numbers[-1]]
@@ -370,10 +376,10 @@ class Store:
         tombstone = bool(header.flags & rec.FLAG_TOMBSTONE)
         if header.flags & rec.FLAG_CATALOG:
             ns_id = ikey[2:].decode("ascii")
-            prev = catalog_latest.get(ns_id)
-            if prev is None or prev[0] < seq:
-                value = rec.decode_payload(item.payload)[3]
-                catalog_latest[ns_id] = (seq, loc, value, tombstone)
+            # Every version is kept (there are few): replaying them in order is what marks the
+            # number a flush retired as deleted, so its keys are not adopted as orphans.
+            value = rec.decode_payload(item.payload)[3]
+            catalog_latest.setdefault(ns_id, []).append((seq, loc, value, tombstone))
             return
         prev = state.locations.get(ikey)
         if prev is not None:
@@ -394,12 +400,11 @@ class Store:
         head = self._segments[seg_no].read(offset, rec.HEADER_SIZE)
         return rec.parse_header(head).seq
 
-    def _adopt_orphans(self, latest: "_Recovered") -> None:
+    def _adopt_orphans(self, seen: set[int]) -> None:
         """Keys whose namespace has no catalog entry (its catalog record was damaged) are kept
-        under a recovered namespace rather than dropped: nothing acknowledged is lost."""
+        under a recovered namespace rather than dropped: nothing acknowledged is lost.
+        ``seen``: the namespace numbers that have live keys."""
         catalog = self._catalog
-        seen = {int.from_bytes(prefix, "big") for prefix in
-                {ikey[:2] for ikey, loc in latest.locations.items() if loc >= 0}}
         if seen:
             catalog.next_number = max(catalog.next_number, max(seen) + 1)
         self._orphans = sorted(n for n in seen
@@ -420,38 +425,52 @@ class Store:
         self._orphans = []
 
     def _build_index(self, latest: "_Recovered") -> None:
-        """Turn the recovered map into the index in place (no copy of a million-entry dict)."""
+        """Turn the recovered map into the index in place (no copy of a million-entry dict).
+
+        Work per key is done in C where it can be (``min``, the sorted build); namespaces are
+        counted and dropped by bisecting the sorted keys, and only keys with an expiration are
+        visited one by one, which is what lets a store loaded from hint files open quickly.
+        """
         now = self.clock_ms()
-        deleted = self._catalog.deleted_numbers
-        known = self._catalog.by_number
         locations = latest.locations
         expire = latest.expire_ms
         metadata = latest.metadata
-        live_prefixes = {n.to_bytes(2, "big") for n in known if n not in deleted}
+        if locations and min(locations.values()) < 0:  # tombstones: the key is absent
+            for ikey in [k for k, loc in locations.items() if loc < 0]:
+                del locations[ikey]
+                expire.pop(ikey, None)
+                metadata.pop(ikey, None)
+        index = KeyIndex(locations, copy=False)
         counts: dict[bytes, int] = {}
-        drop = []
-        for ikey, loc in locations.items():
-            prefix = ikey[:2]
-            if loc < 0:
-                drop.append(ikey)
-            elif prefix not in live_prefixes:
-                self._add_dead_location(loc)
-                drop.append(ikey)
-            else:
-                exp = expire.get(ikey) if expire else None
-                if exp is not None and exp <= now:
-                    self._add_dead_location(loc)
-                    drop.append(ikey)
-                else:
-                    counts[prefix] = counts.get(prefix, 0) + 1
-        for ikey in drop:
-            del locations[ikey]
-            expire.pop(ikey, None)
+        keys = index._sorted
+        i, total = 0, len(keys)
+        while i < total:
+            prefix = keys[i][:2]
+            nxt = int.from_bytes(prefix, "big") + 1
+            j = total if nxt > 0xFFFF else keys.bisect_left(nxt.to_bytes(2, "big"))
+            counts[prefix] = j - i
+            i = j
+        self._adopt_orphans({int.from_bytes(p, "big") for p in counts})
+        deleted = self._catalog.deleted_numbers
+        live_prefixes = {n.to_bytes(2, "big") for n in self._catalog.by_number if n not in deleted}
+        for prefix in [p for p in counts if p not in live_prefixes]:
+            for ikey in index.keys_with_prefix(prefix):
+                self._add_dead_location(locations[ikey])
+            for ikey in index.remove_prefix(prefix):
+                expire.pop(ikey, None)
+                metadata.pop(ikey, None)
+            del counts[prefix]
+        for ikey in [k for k, exp in expire.items() if exp <= now]:
+            loc = index.pop(ikey)
+            del expire[ikey]
             metadata.pop(ikey, None)
-        self._ns_key_counts = {int.from_bytes(p, "big"): n for p, n in counts.items()}
+            if loc is not None:
+                self._add_dead_location(loc)
+                counts[ikey[:2]] -= 1
+        self._ns_key_counts = {int.from_bytes(p, "big"): n for p, n in counts.items() if n}
         self._expiry = ExpiryTracker.from_dict(expire)
         self._metadata = metadata
-        self._index = KeyIndex(locations, copy=False)
+        self._index = index
 
     # ------------------------------------------------------------------ segments
 

@@ -1,0 +1,461 @@
+"""Compaction: rewrite the live records of sealed segments into new ones, and drop the rest.
+
+Protocol (``docs/format.md`` has the on-disk side):
+
+1. **Reserve** (under the store lock, briefly): seal the active segment and start the next
+   active segment ``R + 1`` numbers higher, so numbers ``a+1 .. a+R`` are free for the outputs
+   and stay below the active segment.  The inputs are every segment below the new active one.
+   Every record in the active segment is newer than every record in an input, which is why a
+   tombstone can be dropped: no older record of its key survives outside the inputs.
+2. **Copy** (no lock): scan the inputs and append each record that is still the live version
+   (the index points at it, it has not expired; for the catalog, the namespace's current
+   record or a namespace tombstone) verbatim, with its sequence number, to ``NNNNNNNN.seg.tmp``
+   outputs.  Liveness is a dict lookup, atomic under the GIL; a record found dead never comes
+   back, and one that dies after the check is caught at step 4.
+3. **Commit**: fsync the outputs and their hint files (``.hint.tmp``), then write the manifest
+   ``COMPACTION`` (temporary name, fsync, rename, fsync the directory).  Before the manifest
+   exists a crash leaves only temporary files, which opening deletes; once it exists, opening
+   finishes the job (rename the outputs, delete the inputs) before reading anything.
+4. **Switch** (lock taken per batch of keys): rename the outputs into place, then point each
+   key at its copy only if the index still holds the input location (compare-and-set), so a
+   key written during compaction keeps its newer location.
+5. **Retire**: drop the inputs from the segment table, unlink them, remove the manifest.  File
+   descriptors of retired segments stay open until a later compaction or ``close``, because
+   ``get_value`` reads without the lock and may hold one.
+
+Compaction refuses inputs with corrupt records (run ``engine.verify.repair`` first): copying
+around them would silently turn "this key is corrupt" into "this key is absent" or older.
+
+Crash points: ``_reach(name)`` is called after each step that changes the disk; a test sets
+``crash_hook`` or the environment variable ``EDGEKV_COMPACTION_CRASH_POINT`` to a name in
+``CRASH_POINTS`` and the process exits on the spot with ``os._exit``.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import threading
+import time
+from typing import Callable
+
+from . import record as rec
+from .errors import StoreClosedError, StoreError
+from .hints import HINT_SUFFIX, HintWriter, hint_name
+from .index import MAX_OFFSET, MAX_SEGMENT_NO, pack_location
+from .segment import (SEGMENT_HEADER, SEGMENT_HEADER_SIZE, SEGMENT_MAGIC, FORMAT_VERSION, Damage,
+                      SegmentFile, _write_all, fsync_dir, parse_segment_name, scan, segment_name)
+
+log = logging.getLogger("edgekv.engine")
+
+MANIFEST = "COMPACTION"
+MANIFEST_VERSION = 1
+CRASH_ENV = "EDGEKV_COMPACTION_CRASH_POINT"
+CRASH_EXIT_CODE = 86
+CRASH_POINTS = (
+    "reserved",          # active sealed, numbers reserved, nothing written
+    "copying",           # part of an output written
+    "outputs_synced",    # outputs and hints complete under temporary names
+    "manifest_written",  # the commit point
+    "outputs_renamed",   # outputs and hints under their final names
+    "switching",         # index half switched (memory only)
+    "input_deleted",     # first input unlinked
+    "inputs_deleted",    # every input unlinked
+    "done",              # manifest removed
+)
+#: A callable(name) run at every crash point; tests use it to kill or to observe.
+crash_hook: Callable[[str], None] | None = None
+
+_BATCH = 4096  # keys switched per lock hold; records copied between closed-store checks
+_WRITE_BUFFER = 1 << 20
+_RETIRED_GRACE_S = 5.0
+
+
+def _reach(name: str) -> None:
+    if crash_hook is not None:
+        crash_hook(name)
+    if os.environ.get(CRASH_ENV) == name:
+        os._exit(CRASH_EXIT_CODE)
+
+
+# --------------------------------------------------------------------------- opening a directory
+
+
+def recover_directory(path: str) -> list[str]:
+    """Finish or undo a compaction a crash interrupted; runs before any segment is read.
+
+    Returns a note per action, for the recovery report.
+    """
+    notes = []
+    manifest = os.path.join(path, MANIFEST)
+    if os.path.exists(manifest):
+        try:
+            with open(manifest, "rb") as f:
+                plan = json.loads(f.read())
+            inputs, outputs = list(plan["inputs"]), list(plan["outputs"])
+            if plan.get("version") != MANIFEST_VERSION:
+                raise ValueError(f"version {plan.get('version')}")
+        except (OSError, ValueError, KeyError, TypeError) as exc:
+            raise StoreError(f"compaction manifest {manifest} is unreadable ({exc}); "
+                             f"refusing to guess which segments are live") from None
+        for seg_no in outputs:
+            for name in (segment_name(seg_no), hint_name(seg_no)):
+                final = os.path.join(path, name)
+                if os.path.exists(final + ".tmp"):
+                    os.rename(final + ".tmp", final)
+            if not os.path.exists(os.path.join(path, segment_name(seg_no))):
+                raise StoreError(f"compaction manifest lists output segment {seg_no}, "
+                                 f"which is missing")
+        fsync_dir(path)
+        for seg_no in inputs:
+            for name in (segment_name(seg_no), hint_name(seg_no)):
+                try:
+                    os.unlink(os.path.join(path, name))
+                except FileNotFoundError:
+                    pass
+        fsync_dir(path)
+        os.unlink(manifest)
+        fsync_dir(path)
+        notes.append(f"finished an interrupted compaction: segments {inputs} -> {outputs}")
+    removed = []
+    names = os.listdir(path)
+    segments = {n for n in (parse_segment_name(name) for name in names) if n is not None}
+    for name in names:
+        stale = name.endswith(HINT_SUFFIX + ".tmp") or name == MANIFEST + ".tmp"
+        if name.endswith(HINT_SUFFIX):
+            stem = name[:-len(HINT_SUFFIX)]
+            stale = not stem.isdigit() or int(stem) not in segments
+        if stale:
+            os.unlink(os.path.join(path, name))
+            removed.append(name)
+    if removed:
+        notes.append(f"removed leftovers of an unfinished compaction: {', '.join(sorted(removed))}")
+    for note in notes:
+        log.warning("%s: %s", path, note)
+    return notes
+
+
+# --------------------------------------------------------------------------- one compaction
+
+
+class _Output:
+    """An output segment being written under its temporary name."""
+
+    def __init__(self, directory: str, seg_no: int) -> None:
+        self.seg_no = seg_no
+        self.path = os.path.join(directory, segment_name(seg_no))
+        self.hint_path = os.path.join(directory, hint_name(seg_no))
+        self.fd = os.open(self.path + ".tmp", os.O_RDWR | os.O_CREAT | os.O_TRUNC, 0o600)
+        self.size = 0
+        self._pending: list[bytes] = []
+        self._pending_bytes = 0
+        self.hint = HintWriter(seg_no)
+        self._buffer(SEGMENT_HEADER.pack(SEGMENT_MAGIC, FORMAT_VERSION, 0, seg_no))
+
+    def end(self) -> int:
+        return self.size + self._pending_bytes
+
+    def _buffer(self, data: bytes) -> None:
+        self._pending.append(data)
+        self._pending_bytes += len(data)
+        if self._pending_bytes >= _WRITE_BUFFER:
+            self.flush()
+
+    def add(self, data: bytes) -> int:
+        offset = self.end()
+        if offset + len(data) > MAX_OFFSET:
+            raise StoreError(f"compaction output segment {self.seg_no} would pass the format's "
+                             f"maximum offset")
+        self._buffer(data)
+        return offset
+
+    def flush(self) -> None:
+        for i in range(0, len(self._pending), 512):
+            self.size += _write_all(self.fd, self._pending[i:i + 512], self.size)
+        self._pending, self._pending_bytes = [], 0
+
+    def finish(self) -> None:
+        self.flush()
+        os.fsync(self.fd)
+        self.hint.write(self.hint_path + ".tmp", self.size)
+
+    def discard(self) -> None:
+        if self.fd >= 0:
+            os.close(self.fd)
+            self.fd = -1
+        for name in (self.path + ".tmp", self.hint_path + ".tmp"):
+            try:
+                os.unlink(name)
+            except FileNotFoundError:
+                pass
+
+
+class _Job:
+    def __init__(self, store, inputs: list[int], first_out: int, reserved: int) -> None:
+        self.store = store
+        self.inputs = inputs
+        self.next_out = first_out
+        self.last_out = first_out + reserved - 1
+        self.outputs: list[_Output] = []
+        self.moves: list[tuple[bytes, int, int, int]] = []  # ikey, old loc, new loc, size
+        self.catalog_moves: list[tuple[str, int, int, int]] = []
+        self.expired: list[tuple[bytes, int]] = []
+        self.records_in = 0
+        self.records_out = 0
+
+    def _check_running(self) -> None:
+        if self.store._closed or self.store._closing:
+            raise StoreClosedError(f"the store at {self.store.path} closed during compaction")
+
+    def _output_for(self) -> _Output:
+        out = self.outputs[-1] if self.outputs else None
+        if out is None or (out.end() >= self.store.segment_bytes and self.next_out <= self.last_out):
+            out = _Output(self.store.path, self.next_out)
+            self.next_out += 1
+            self.outputs.append(out)
+        return out
+
+    def copy(self) -> None:
+        store = self.store
+        locations = store._index._locations
+        catalog_locations = store._catalog_locations
+        now = store.clock_ms()
+        reached = False
+        for seg_no in self.inputs:
+            seg = store._segments[seg_no]
+            for item in scan(seg, False):
+                if isinstance(item, Damage):
+                    raise StoreError(f"segment {seg_no} has a corrupt record at offset "
+                                     f"{item.offset} ({item.reason}); compaction will not copy "
+                                     f"around it: run repair first")
+                self.records_in += 1
+                if self.records_in % _BATCH == 0:
+                    self._check_running()
+                header = item.header
+                size = rec.HEADER_SIZE + header.payload_len
+                loc = pack_location(seg_no, item.offset, size)
+                ikey, metadata = rec.decode_index_key_meta(item.payload)
+                if header.flags & rec.FLAG_CATALOG:
+                    ns_id = ikey[2:].decode("ascii")
+                    tombstone = header.flags & rec.FLAG_TOMBSTONE
+                    if not tombstone and catalog_locations.get(ns_id) != loc:
+                        continue
+                elif locations.get(ikey) != loc:
+                    continue  # overwritten, deleted, flushed: dead for good
+                elif header.expire_ms and header.expire_ms <= now:
+                    self.expired.append((ikey, loc))
+                    continue
+                data = rec.HEADER.pack(*header) + bytes(item.payload)
+                out = self._output_for()
+                offset = out.add(data)
+                new_loc = pack_location(out.seg_no, offset, size)
+                out.hint.add(ikey, new_loc, header.seq, header.flags, header.expire_ms, metadata)
+                self.records_out += 1
+                if header.flags & rec.FLAG_CATALOG:
+                    if not header.flags & rec.FLAG_TOMBSTONE:
+                        self.catalog_moves.append((ns_id, loc, new_loc, size))
+                else:
+                    self.moves.append((ikey, loc, new_loc, size))
+                if not reached:
+                    out.flush()
+                    reached = True
+                    _reach("copying")
+
+    def finish_outputs(self) -> None:
+        for out in self.outputs:
+            out.finish()
+        fsync_dir(self.store.path)
+        _reach("outputs_synced")
+
+    def discard(self) -> None:
+        for out in self.outputs:
+            out.discard()
+
+    def commit(self) -> None:
+        path = self.store.path
+        manifest = os.path.join(path, MANIFEST)
+        body = json.dumps({"version": MANIFEST_VERSION, "inputs": self.inputs,
+                           "outputs": [o.seg_no for o in self.outputs]}).encode()
+        fd = os.open(manifest + ".tmp", os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        try:
+            _write_all(fd, [body], 0)
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        os.rename(manifest + ".tmp", manifest)
+        fsync_dir(path)
+        _reach("manifest_written")
+        for out in self.outputs:
+            os.rename(out.path + ".tmp", out.path)
+            os.rename(out.hint_path + ".tmp", out.hint_path)
+        fsync_dir(path)
+        _reach("outputs_renamed")
+
+    def switch(self) -> None:
+        """Point keys at their copies; after the commit, so a crash here changes nothing."""
+        store = self.store
+        with store._lock:
+            if store._closed:
+                for out in self.outputs:
+                    os.close(out.fd)
+                return
+            for out in self.outputs:
+                store._segments[out.seg_no] = SegmentFile(out.path, out.seg_no, out.fd, out.size,
+                                                          sealed=True)
+        for start in range(0, len(self.moves), _BATCH):
+            with store._lock:
+                if store._closed:
+                    return
+                locations = store._index._locations
+                for ikey, old, new, size in self.moves[start:start + _BATCH]:
+                    if locations.get(ikey) == old:
+                        locations[ikey] = new
+                    else:
+                        store._add_dead(new >> 42, size)
+            if start == 0:
+                _reach("switching")
+        with store._lock:
+            if store._closed:
+                return
+            for ns_id, old, new, size in self.catalog_moves:
+                if store._catalog_locations.get(ns_id) == old:
+                    store._catalog_locations[ns_id] = new
+                else:
+                    store._add_dead(new >> 42, size)
+            for ikey, old in self.expired:
+                if store._index.get(ikey) == old:
+                    store._expire(ikey)
+            now = time.monotonic()
+            for seg_no in self.inputs:
+                seg = store._segments.pop(seg_no, None)
+                store._dead_bytes.pop(seg_no, None)
+                if seg is not None:
+                    store._retired.append((now, seg))
+
+    def retire_inputs(self) -> None:
+        path = self.store.path
+        for position, seg_no in enumerate(self.inputs):
+            for name in (segment_name(seg_no), hint_name(seg_no)):
+                try:
+                    os.unlink(os.path.join(path, name))
+                except FileNotFoundError:
+                    pass
+            if position == 0:
+                _reach("input_deleted")
+        fsync_dir(path)
+        _reach("inputs_deleted")
+        os.unlink(os.path.join(path, MANIFEST))
+        fsync_dir(path)
+        _reach("done")
+
+
+def close_retired(store, *, all_: bool = False) -> None:
+    """Close descriptors of retired segments once no lock-free reader can still hold them."""
+    now = time.monotonic()
+    keep = []
+    for retired_at, seg in store._retired:
+        if all_ or now - retired_at >= _RETIRED_GRACE_S:
+            seg.close()
+        else:
+            keep.append((retired_at, seg))
+    store._retired = keep
+
+
+def compact(store) -> dict:
+    """Compact every segment below a freshly started active one; returns a summary."""
+    started = time.perf_counter()
+    with store._compaction_lock:
+        store._check_open()
+        close_retired(store)
+        with store._lock:
+            store._check_open()
+            active = store._active
+            if active.size <= SEGMENT_HEADER_SIZE and len(store._segments) == 1:
+                return _summary(0, 0, 0, 0, 0, started)
+            reserved = len(store._segments) + 1
+            first_out = active.seg_no + 1
+            if first_out + reserved > MAX_SEGMENT_NO:
+                raise StoreError("segment numbers are nearly exhausted; migrate into a fresh store")
+            store._rotate(first_out + reserved)
+            inputs = sorted(n for n in store._segments if n < first_out)
+            bytes_before = sum(store._segments[n].size for n in inputs)
+        _reach("reserved")
+        job = _Job(store, inputs, first_out, reserved)
+        try:
+            job.copy()
+            job.finish_outputs()
+        except BaseException:
+            job.discard()
+            raise
+        try:
+            job.commit()
+        except BaseException:
+            # Past the manifest only opening can sort the files out; writes go on meanwhile.
+            log.exception("compaction of %s failed after its commit point; the next open "
+                          "finishes it", store.path)
+            raise
+        job.switch()
+        job.retire_inputs()
+        bytes_after = sum(o.size for o in job.outputs)
+        summary = _summary(len(inputs), len(job.outputs), bytes_before, bytes_after,
+                           job.records_in - job.records_out, started)
+        log.info("compacted %s: %s", store.path, summary)
+        return summary
+
+
+def _summary(n_in: int, n_out: int, before: int, after: int, dropped: int, started: float) -> dict:
+    return {"segments_in": n_in, "segments_out": n_out, "bytes_before": before,
+            "bytes_after": after, "records_dropped": dropped,
+            "seconds": round(time.perf_counter() - started, 6)}
+
+
+# --------------------------------------------------------------------------- automatic trigger
+
+
+def needs_compaction(store, threshold: float) -> bool:
+    """True when some sealed segment has at least ``threshold`` of its bytes dead."""
+    with store._lock:
+        active = store._active
+        for seg_no, seg in store._segments.items():
+            if seg is active or seg.size <= SEGMENT_HEADER_SIZE:
+                continue
+            if store._dead_bytes.get(seg_no, 0) >= threshold * seg.size:
+                return True
+    return False
+
+
+class AutoCompactor:
+    """A background thread that compacts when a sealed segment is mostly dead."""
+
+    def __init__(self, store, threshold: float, interval_s: float = 1.0) -> None:
+        self.store = store
+        self.threshold = threshold
+        self.interval_s = interval_s
+        self.runs = 0
+        self.last_error: Exception | None = None
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="edgekv-compaction", daemon=True)
+
+    def start(self) -> "AutoCompactor":
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self._thread.is_alive() and self._thread is not threading.current_thread():
+            self._thread.join(timeout=60)
+
+    def _run(self) -> None:
+        while not self._stop.wait(self.interval_s):
+            try:
+                if needs_compaction(self.store, self.threshold):
+                    self.store.compact()
+                    self.runs += 1
+            except StoreClosedError:
+                return
+            except Exception as exc:  # keep serving; a corrupt segment stops auto compaction
+                self.last_error = exc
+                log.error("automatic compaction of %s failed: %s; not retrying until reopen",
+                          self.store.path, exc)
+                return
