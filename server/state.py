@@ -81,3 +81,5 @@ class ServerState:
         self.shutdown_requested = None  # set by the app: a callable that starts a clean stop
         self.tcp_port = config.port
         self.run_id = os.urandom(20).hex()
+        self.compaction_running = False
+        self.last_compaction: dict | None = None

@@ -74,7 +74,9 @@ def info_sections(session) -> dict[str, list[tuple[str, object]]]:
         "persistence": [
             ("loading", 0), ("async_loading", 0), ("rdb_changes_since_last_save", 0),
             ("rdb_bgsave_in_progress", 0), ("rdb_last_save_time", state.last_save),
-            ("aof_enabled", 1), ("aof_rewrite_in_progress", 0),
+            ("aof_enabled", 1),
+            ("aof_rewrite_in_progress", int(state.compaction_running)),
+            ("edgekv_last_compaction", _compaction_summary(state.last_compaction)),
             ("aof_last_write_status", "err" if st["write_error"] else "ok"),
             ("appendfsync", st["fsync_policy"]), ("edgekv_segments", st["segments"]),
             ("edgekv_disk_bytes", st["disk_bytes"]), ("edgekv_dead_bytes", st["dead_bytes"]),
@@ -105,6 +107,12 @@ def info_sections(session) -> dict[str, list[tuple[str, object]]]:
                                              f"rejected_calls=0,failed_calls=0")
                          for name, calls in sorted(stats.command_calls.items())],
     }
+
+
+def _compaction_summary(result: dict | None) -> str:
+    if not result:
+        return "none"
+    return ",".join(f"{k}={v}" for k, v in result.items()).replace("\n", " ")
 
 
 def _human(n: int) -> str:
@@ -304,12 +312,9 @@ def lastsave(session, args):
 
 @command("bgrewriteaof")
 def bgrewriteaof(session, args):
-    store = session.state.store
-    compact = getattr(store, "compact", None)
-    if compact is None:
-        raise CommandError("ERR this edgekv build cannot compact yet (BGREWRITEAOF maps to "
-                           "compaction)")
-    threading.Thread(target=compact, name="edgekv-compact", daemon=True).start()
+    from .kv import start_compaction  # BGREWRITEAOF is compaction for a log-structured store
+    if not start_compaction(session.state):
+        raise CommandError("ERR Background append only file rewriting already in progress")
     return b"+Background append only file rewriting started\r\n"
 
 

@@ -191,7 +191,28 @@ def kv_namespace(session, args):
 
 @command("kv.compact", op="PUT")
 def kv_compact(session, args):
-    compact = getattr(session.state.store, "compact", None)
-    if compact is None:
-        raise CommandError("ERR this edgekv build cannot compact yet")
-    return reply(session, compact())
+    """Compaction runs in a worker thread: at a million keys it takes tens of seconds, and
+    requests keep flowing meanwhile.  INFO persistence reports its progress and last result."""
+    if not start_compaction(session.state):
+        raise CommandError("ERR a compaction is already running")
+    return b"+Background compaction started\r\n"
+
+
+def start_compaction(state) -> bool:
+    """Start ``store.compact()`` in a thread unless one is running; record the outcome."""
+    import threading
+
+    if state.compaction_running:
+        return False
+    state.compaction_running = True
+
+    def run() -> None:
+        try:
+            state.last_compaction = state.store.compact()
+        except Exception as exc:  # reported through INFO; the store stays usable
+            state.last_compaction = {"error": str(exc)}
+        finally:
+            state.compaction_running = False
+
+    threading.Thread(target=run, name="edgekv-compact", daemon=True).start()
+    return True

@@ -161,3 +161,34 @@ def test_kv_namespace_lifecycle(r):
         r.execute_command("KV.NAMESPACE", "DELETE", default_id)
     with pytest.raises(redis.ResponseError, match="unknown subcommand"):
         r.execute_command("KV.NAMESPACE", "FROB")
+
+
+def _wait_for_compaction(r):
+    deadline = time.time() + 60
+    while time.time() < deadline:
+        info = r.info("persistence")
+        if not info["aof_rewrite_in_progress"] and info["edgekv_last_compaction"] != "none":
+            return info
+        time.sleep(0.1)
+    raise AssertionError("compaction did not finish")
+
+
+def test_kv_compact_and_bgrewriteaof_reclaim_space_keep_data(server_factory):
+    server = server_factory("--segment-bytes", "65536")
+    r = server.client()
+    for round_ in range(3):
+        pipe = r.pipeline(transaction=False)
+        for i in range(2000):
+            pipe.set(f"k{i}", f"v{round_}-{i}" * 5)
+        pipe.execute()
+    r.delete(*[f"k{i}" for i in range(1000)])
+    before = r.info("persistence")["edgekv_disk_bytes"]
+    assert r.execute_command("KV.COMPACT") == b"Background compaction started"
+    info = _wait_for_compaction(r)
+    assert "error" not in str(info["edgekv_last_compaction"])
+    assert info["edgekv_disk_bytes"] < before / 2
+    assert r.dbsize() == 1000
+    assert r.get("k1999") == b"v2-1999" * 5 and r.get("k0") is None
+    assert r.bgrewriteaof() is True
+    _wait_for_compaction(r)
+    assert r.get("k1500") == b"v2-1500" * 5
