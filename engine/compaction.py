@@ -45,7 +45,7 @@ from .errors import StoreClosedError, StoreError
 from .hints import HINT_SUFFIX, HintWriter, hint_name
 from .index import MAX_OFFSET, MAX_SEGMENT_NO, pack_location
 from .segment import (SEGMENT_HEADER, SEGMENT_HEADER_SIZE, SEGMENT_MAGIC, FORMAT_VERSION, Damage,
-                      SegmentFile, _write_all, fsync_dir, parse_segment_name, scan, segment_name)
+                      SegmentFile, write_fully, fsync_dir, parse_segment_name, scan, segment_name)
 
 log = logging.getLogger("edgekv.engine")
 
@@ -172,7 +172,7 @@ class _Output:
 
     def flush(self) -> None:
         for i in range(0, len(self._pending), 512):
-            self.size += _write_all(self.fd, self._pending[i:i + 512], self.size)
+            self.size += write_fully(self.fd, self._pending[i:i + 512], self.size)
         self._pending, self._pending_bytes = [], 0
 
     def finish(self) -> None:
@@ -279,7 +279,7 @@ class _Job:
                            "outputs": [o.seg_no for o in self.outputs]}).encode()
         fd = os.open(manifest + ".tmp", os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
         try:
-            _write_all(fd, [body], 0)
+            write_fully(fd, [body], 0)
             os.fsync(fd)
         finally:
             os.close(fd)

@@ -73,7 +73,7 @@ class SegmentFile:
         fd = os.open(tmp, os.O_RDWR | os.O_CREAT | os.O_TRUNC, 0o600)
         header = SEGMENT_HEADER.pack(SEGMENT_MAGIC, FORMAT_VERSION, 0, seg_no)
         try:
-            _write_all(fd, [header], 0)
+            write_fully(fd, [header], 0)
             os.fsync(fd)
             if os.path.exists(path):
                 raise FileExistsError(f"segment {path} already exists")
@@ -115,7 +115,7 @@ class SegmentFile:
         try:
             # Positional writes: the file offset is never relied on, so reopening a segment
             # or truncating a torn tail cannot make a write land in the wrong place.
-            written = _write_all(self.fd, buffers, offset)
+            written = write_fully(self.fd, buffers, offset)
         except OSError as exc:
             # Undo a partial append so the next record does not land after garbage.
             self._rollback(offset)
@@ -149,7 +149,7 @@ class SegmentFile:
             self.fd = -1
 
 
-def _write_all(fd: int, buffers: list, offset: int) -> int:
+def write_fully(fd: int, buffers: list, offset: int) -> int:
     """``pwritev`` at ``offset`` until every byte is out: a short write must not lose the rest."""
     total = sum(len(b) for b in buffers)
     if len(buffers) == 1:

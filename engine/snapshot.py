@@ -100,6 +100,7 @@ def snapshot_store(store, dest: str) -> dict:
     linked = copied = copied_bytes = 0
     with store._lock:
         store._check_open()
+        store._flush_wbuf()  # batched puts must be in the file before it is copied
         active = store._active
         for seg_no in sorted(store._segments):
             seg = store._segments[seg_no]

@@ -27,7 +27,7 @@ from .errors import StoreError
 from .hints import HINT_SUFFIX, HintError, hint_name, parse_hint
 from .lockfile import DirectoryLock
 from .segment import (SEGMENT_HEADER, SEGMENT_MAGIC, FORMAT_VERSION, Damage,
-                      SegmentFile, _write_all, fsync_dir, parse_segment_name, scan, segment_name)
+                      SegmentFile, write_fully, fsync_dir, parse_segment_name, scan, segment_name)
 
 
 @dataclass(frozen=True, slots=True)
@@ -247,7 +247,7 @@ def _rewrite(source: str, directory: str, seg_no: int, *, is_last: bool) -> tupl
             kept += 1
         size = 0
         for i in range(0, len(out), 512):
-            size += _write_all(fd, out[i:i + 512], size)
+            size += write_fully(fd, out[i:i + 512], size)
         os.fsync(fd)
     finally:
         os.close(fd)

@@ -162,17 +162,27 @@ class RespConnection(asyncio.Protocol):
         execute = session.execute
         limit = state.config.client_output_buffer_limit or (1 << 62)
         size = self.transport.get_write_buffer_size()
-        for args in commands:
-            reply = execute(args)
-            out.append(reply)
-            size += len(reply)
-            if size > limit:
-                log.warning("closing client %s: output over %d bytes (it is not reading)",
-                            session.addr, limit)
-                self.kill()
-                return
-            if session.close_after_reply or self._closed:
-                break
+        try:
+            # One batch per read: the pipeline's puts reach the file in one write, before
+            # any of its replies is sent.
+            with self.store.batch():
+                for args in commands:
+                    reply = execute(args)
+                    out.append(reply)
+                    size += len(reply)
+                    if size > limit:
+                        log.warning("closing client %s: output over %d bytes (it is not "
+                                    "reading)", session.addr, limit)
+                        self.kill()
+                        return
+                    if session.close_after_reply or self._closed:
+                        break
+        except WriteFailedError as exc:
+            # The batch's writes are not on disk: acknowledging them would be a lie.
+            log.error("closing client %s: its writes could not be written: %s",
+                      session.addr, exc)
+            self.kill()
+            return
         close_after = session.close_after_reply
         if error is not None and not close_after:
             state.stats.protocol_errors += 1
