@@ -523,15 +523,22 @@ class Store:
         batch ends, before any reply is sent, so a process crash never loses an acknowledged
         write.  Nested and concurrent batches simply extend the outermost one.
         """
-        with self._lock:
-            self._batch_depth += 1
+        self.begin_batch()
         try:
             yield self
         finally:
-            with self._lock:
-                self._batch_depth -= 1
-                if not self._batch_depth and self._wbuf:
-                    self._flush_wbuf()
+            self.end_batch()
+
+    def begin_batch(self) -> None:
+        """``batch()`` without the context manager, for the server's hot path."""
+        with self._lock:
+            self._batch_depth += 1
+
+    def end_batch(self) -> None:
+        with self._lock:
+            self._batch_depth -= 1
+            if not self._batch_depth and self._wbuf:
+                self._flush_wbuf()
 
     def _flush_wbuf(self) -> None:
         """Write the batched records (caller holds ``_lock``).  On failure they stay buffered

@@ -162,10 +162,14 @@ class RespConnection(asyncio.Protocol):
         execute = session.execute
         limit = state.config.client_output_buffer_limit or (1 << 62)
         size = self.transport.get_write_buffer_size()
+        store = self.store
+        batched = len(commands) > 1
         try:
-            # One batch per read: the pipeline's puts reach the file in one write, before
-            # any of its replies is sent.
-            with self.store.batch():
+            # A pipeline is one batch: its puts reach the file in one write, before any of its
+            # replies is sent.  (A single command gains nothing from it.)
+            if batched:
+                store.begin_batch()
+            try:
                 for args in commands:
                     reply = execute(args)
                     out.append(reply)
@@ -177,6 +181,9 @@ class RespConnection(asyncio.Protocol):
                         return
                     if session.close_after_reply or self._closed:
                         break
+            finally:
+                if batched:
+                    store.end_batch()
         except WriteFailedError as exc:
             # The batch's writes are not on disk: acknowledging them would be a lie.
             log.error("closing client %s: its writes could not be written: %s",
