@@ -1,6 +1,9 @@
 """``edgekv``: the command-line entry point.
 
     edgekv serve [--port 6379] [--data-dir ./edgekv-data] [--fsync always|everysec|no] ...
+    edgekv kv namespace|key|bulk ...     (tools/kv_commands.py, like `wrangler kv`)
+    edgekv export|import|snapshot|stats  (tools/backup.py)
+    edgekv verify|compact                (tools/maintenance.py, when the engine has them)
 
 Each subcommand lives in its own function; argparse builds ``--help`` (with an example) from
 the parser definitions below.
@@ -37,6 +40,17 @@ def _add_serve(sub) -> None:
                    help="refuse non-loopback binds without a password (default yes)")
     p.add_argument("--http-port", dest="http_port", type=int,
                    help="port of the Cloudflare-compatible REST API (default 8787, 0 = off)")
+    p.add_argument("--api-token", dest="api_tokens", action="append", metavar="TOKEN",
+                   help="REST API bearer token with read-write access (repeatable)")
+    p.add_argument("--api-read-token", dest="api_read_tokens", action="append", metavar="TOKEN",
+                   help="REST API bearer token with read-only access (repeatable)")
+    p.add_argument("--auth-email", dest="auth_email",
+                   help="REST API X-Auth-Email accepted with --auth-key (read-write)")
+    p.add_argument("--auth-key", dest="auth_key", help="REST API X-Auth-Key (global key)")
+    p.add_argument("--account-id", dest="account_id",
+                   help="the only account id the REST API answers for (default: any)")
+    p.add_argument("--http-anonymous", dest="http_anonymous", choices=("yes", "no"),
+                   help="serve the REST API without credentials (loopback binds only)")
     p.add_argument("--segment-bytes", dest="segment_bytes", type=int,
                    help="rotate segment files at this size (default 64 MiB)")
     p.add_argument("--log-level", dest="log_level", default=None,
@@ -52,11 +66,15 @@ def cmd_serve(args) -> int:
         "port": args.port, "bind": args.bind, "data_dir": args.data_dir, "fsync": args.fsync,
         "requirepass": args.requirepass, "maxclients": args.maxclients, "min_ttl": args.min_ttl,
         "segment_bytes": args.segment_bytes, "log_level": args.log_level,
+        "api_tokens": args.api_tokens, "api_read_tokens": args.api_read_tokens,
+        "auth_email": args.auth_email, "auth_key": args.auth_key, "account_id": args.account_id,
     }
+    if args.http_anonymous is not None:
+        overrides["http_anonymous"] = args.http_anonymous == "yes"
     if args.protected_mode is not None:
         overrides["protected_mode"] = args.protected_mode == "yes"
     if args.http_port is not None:
-        overrides["http_port"] = args.http_port or None
+        overrides["http_port"] = args.http_port  # 0 turns the REST API off (see config.build)
     try:
         config = server_config.build(args.config_file, **overrides)
         if args.config_file:
@@ -86,13 +104,49 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     sub.required = True
     _add_serve(sub)
+    from .backup import add_backup
+    from .kv_commands import add_kv
+    from .maintenance import add_maintenance
+    add_kv(sub)
+    add_backup(sub)
+    add_maintenance(sub)
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
-    return args.func(args)
+    if args.func is cmd_serve:
+        return args.func(args)
+    return _run(args)
+
+
+def _run(args) -> int:
+    """Every failure becomes one line on stderr and an exit status, never a traceback:
+    1 for errors, 2 for usage, 130 for Ctrl-C."""
+    from engine import KVError
+
+    from .output import CLIError
+    from .targets import RemoteError
+    try:
+        return args.func(args)
+    except CLIError as exc:
+        print(f"edgekv: {exc}", file=sys.stderr)
+        return exc.exit_code
+    except (KVError, RemoteError) as exc:
+        print(f"edgekv: {exc}", file=sys.stderr)
+        return 1
+    except BrokenPipeError:
+        # The reader (head, jq...) went away: not an error of ours.
+        sys.stderr.close()
+        return 1
+    except OSError as exc:
+        where = f" ({exc.filename})" if exc.filename else ""
+        print(f"edgekv: {exc.strerror or exc}{where}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print("edgekv: interrupted", file=sys.stderr)
+        return 130
 
 
 if __name__ == "__main__":

@@ -1,0 +1,390 @@
+"""``edgekv export``, ``import``, ``snapshot`` and ``stats``: moving and inspecting whole stores.
+
+Export and import use JSON lines so neither side ever holds a store in memory and the file
+can be piped, grepped or split.  Each line is one key::
+
+    {"namespace": "default", "key": "a", "value": "1", "expiration": 1790000000,
+     "metadata": {"v": 1}}
+
+``value`` is the UTF-8 text when the bytes are valid UTF-8, otherwise base64 with
+``"base64": true`` (the same convention as wrangler's bulk files, so an export can be cut
+into a ``kv bulk put`` file).  ``expiration`` (epoch seconds) and ``metadata`` appear only
+when the key has them.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import os
+import sys
+import time
+
+from .kv_commands import RAW, namespace_options, target_options
+from .output import CLIError, info, print_json, progress, warn, write_text
+from .targets import (
+    DEFAULT_DATA_DIR,
+    LIST_PAGE,
+    MAX_BULK_ITEMS,
+    RedisTarget,
+    open_target,
+)
+
+#: An import batch is sent when it reaches this many value bytes, whatever its key count.
+IMPORT_BATCH_BYTES = 32 * 1024 * 1024
+
+
+# ============================================================================ export
+
+
+def _export_line(title: str, key: str, value: bytes, expiration, metadata) -> str:
+    line: dict = {"namespace": title, "key": key}
+    try:
+        line["value"] = bytes(value).decode("utf-8")
+    except UnicodeDecodeError:
+        line["value"] = base64.b64encode(value).decode("ascii")
+        line["base64"] = True
+    if expiration:
+        line["expiration"] = int(expiration)
+    if metadata is not None:
+        line["metadata"] = metadata
+    text = json.dumps(line, ensure_ascii=False, separators=(",", ":"))
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        # A key that is not valid UTF-8 (kept as lone surrogates): \u escapes round-trip it.
+        text = json.dumps(line, separators=(",", ":"))
+    return text + "\n"
+
+
+def _entries(target, names: list[str]):
+    if isinstance(target, RedisTarget):
+        yield from zip(names, target.get_entries(names))
+    else:
+        for name in names:
+            yield name, target.get_entry(name)
+
+
+def cmd_export(args) -> int:
+    out = None
+    count = 0
+    total = 0
+    with open_target(args, create=False) as target:
+        namespaces = target.list_namespaces()
+        if args.namespace_id is not None or args.namespace is not None:
+            namespaces = [target.resolve_namespace(args.namespace_id, args.namespace)]
+        to_stdout = args.file == "-"
+        try:
+            out = sys.stdout if to_stdout else open(args.file + ".partial", "w",
+                                                    encoding="utf-8", errors="surrogateescape")
+        except OSError as exc:
+            raise CLIError(f"cannot write {args.file}: {exc.strerror}") from None
+        try:
+            with progress("Exporting") as bar:
+                for ns in namespaces:
+                    target.use_namespace(ns["id"])
+                    if args.prefix is None:
+                        total += target.count_keys() or 0
+                        bar.total(total)
+                    cursor = None
+                    while True:
+                        page = target.list_page(args.prefix, cursor, LIST_PAGE)
+                        names = [item["name"] for item in page["keys"]]
+                        for name, entry in _entries(target, names):
+                            if entry is None:  # deleted or expired since the listing
+                                continue
+                            out.write(_export_line(ns["title"], name, *entry))
+                            count += 1
+                        bar.advance(len(names))
+                        cursor = page.get("cursor")
+                        if page.get("list_complete") or not cursor:
+                            break
+            out.flush()
+            if not to_stdout:
+                os.fsync(out.fileno())
+        finally:
+            if not to_stdout:
+                out.close()
+    if not to_stdout:
+        os.replace(args.file + ".partial", args.file)
+    summary = {"keys": count, "namespaces": len(namespaces), "file": args.file}
+    if args.json and not to_stdout:
+        print_json(summary)
+    else:
+        info(f"Exported {count} keys from {len(namespaces)} namespace(s) to "
+             f"{'stdout' if to_stdout else args.file}")
+    return 0
+
+
+# ============================================================================ import
+
+
+class _Importer:
+    """Groups lines into per-namespace batches bounded by count and bytes."""
+
+    def __init__(self, target, override: str | None, create: bool, bar) -> None:
+        self.target = target
+        self.override = override
+        self.create = create
+        self.bar = bar
+        self.ids = {ns["title"]: ns["id"] for ns in target.list_namespaces()}
+        self.title: str | None = None
+        self.batch: list[dict] = []
+        self.batch_bytes = 0
+        self.ok = 0
+        self.skipped_expired = 0
+        self.failures: list[tuple[str, str]] = []
+        self.now = int(time.time())
+
+    def add(self, line: dict, lineno: int) -> None:
+        title = self.override or line.get("namespace") or "default"
+        if not isinstance(line.get("key"), str) or not isinstance(line.get("value"), str):
+            raise CLIError(f"line {lineno}: each line needs string \"key\" and \"value\"")
+        expiration = line.get("expiration")
+        if expiration is not None and isinstance(expiration, (int, float)) \
+                and expiration <= self.now:
+            self.skipped_expired += 1
+            self.bar.advance(1)
+            return
+        if title != self.title:
+            self.flush()
+            self.title = title
+        item = {"key": line["key"], "value": line["value"]}
+        for field in ("expiration", "metadata", "base64"):
+            if line.get(field) is not None:
+                item[field] = line[field]
+        self.batch.append(item)
+        self.batch_bytes += len(line["value"])
+        if len(self.batch) >= MAX_BULK_ITEMS or self.batch_bytes >= IMPORT_BATCH_BYTES:
+            self.flush()
+
+    def _namespace_id(self, title: str) -> str:
+        ns_id = self.ids.get(title)
+        if ns_id is None:
+            if not self.create:
+                raise CLIError(f"namespace {title!r} does not exist; create it or drop "
+                               f"--no-create")
+            ns_id = self.target.create_namespace(title)["id"]
+            self.ids[title] = ns_id
+        return ns_id
+
+    def flush(self) -> None:
+        if not self.batch:
+            return
+        self.target.use_namespace(self._namespace_id(self.title))
+        result = self.target.bulk_put(self.batch)
+        self.ok += result["successful_key_count"]
+        self.failures.extend((f"{self.title}/{key}", message)
+                             for key, message in result["errors"])
+        self.bar.advance(len(self.batch))
+        self.batch = []
+        self.batch_bytes = 0
+
+
+def _lines(path: str):
+    if path == "-":
+        yield from sys.stdin
+        return
+    try:
+        f = open(path, encoding="utf-8", errors="surrogateescape")
+    except OSError as exc:
+        raise CLIError(f"cannot read {path}: {exc.strerror}") from None
+    with f:
+        yield from f
+
+
+def cmd_import(args) -> int:
+    with open_target(args) as target, progress("Importing") as bar:
+        importer = _Importer(target, args.namespace, not args.no_create, bar)
+        for lineno, text in enumerate(_lines(args.file), 1):
+            if not text.strip():
+                continue
+            try:
+                line = json.loads(text)
+            except ValueError as exc:
+                raise CLIError(f"{args.file} line {lineno} is not JSON ({exc}); nothing after "
+                               f"line {lineno - 1} was imported") from None
+            if not isinstance(line, dict):
+                raise CLIError(f"{args.file} line {lineno}: expected a JSON object")
+            importer.add(line, lineno)
+        importer.flush()
+    summary = {"imported": importer.ok, "skipped_expired": importer.skipped_expired,
+               "failed": [key for key, _ in importer.failures]}
+    if args.json:
+        print_json(summary)
+    else:
+        info(f"Imported {importer.ok} keys"
+             + (f"; skipped {importer.skipped_expired} already expired" if
+                importer.skipped_expired else ""))
+    if importer.failures:
+        warn(f"{len(importer.failures)} keys could not be imported:")
+        for key, message in importer.failures[:1000]:
+            warn(f"  {key}: {message}")
+        return 1
+    return 0
+
+
+# ============================================================================ snapshot
+
+
+def cmd_snapshot(args) -> int:
+    from engine import Store, StoreLockedError
+    from engine.snapshot import snapshot_directory, snapshot_store
+
+    if args.remote:
+        raise CLIError("snapshot copies a local data directory: run it where the server's "
+                       "files are, with --data-dir DIR (it works while the server runs)")
+    data_dir = args.data_dir or DEFAULT_DATA_DIR
+    if not os.path.isdir(data_dir):
+        raise CLIError(f"data directory {data_dir} does not exist; pass --data-dir DIR")
+    try:
+        store = Store.open(data_dir, fsync="always")
+    except StoreLockedError:
+        # A running server holds the directory: copy the append-only log without its lock.
+        result = snapshot_directory(data_dir, args.dir)
+        result["online"] = True
+    else:
+        try:
+            result = snapshot_store(store, args.dir)
+            result["online"] = False
+        finally:
+            store.close()
+    if args.json:
+        print_json(result)
+    else:
+        write_text(f"Snapshot of {data_dir} written to {args.dir} "
+                   f"({result['linked_segments']} segments linked, "
+                   f"{result['copied_segments']} copied, {result['copied_bytes']} bytes)\n")
+    return 0
+
+
+# ============================================================================ stats
+
+
+def _local_stats(store) -> dict:
+    from engine.index import unpack_location
+
+    overall = store.stats()
+    namespaces = []
+    for info_ in store.list_namespaces():
+        keys = 0
+        size = 0
+        after = None
+        while True:
+            page = store.scan_keys(info_.number, b"", after, 10_000)
+            for key, _exp, _meta in page:
+                loc = store.lookup(info_.number, key)
+                if loc is None:
+                    continue
+                seg_no, offset, length = unpack_location(loc)
+                size += length or store._record_size(seg_no, offset)
+                keys += 1
+            if len(page) < 10_000:
+                break
+            after = page[-1][0]
+        namespaces.append({"id": info_.id, "title": info_.title, "keys": keys, "bytes": size})
+    return {"path": overall["path"], "keys": overall["keys"], "disk_bytes": overall["disk_bytes"],
+            "dead_bytes": overall["dead_bytes"], "segments": overall["segments"],
+            "namespaces": namespaces}
+
+
+def _remote_stats(target: RedisTarget) -> dict:
+    namespaces = []
+    for ns in target.list_namespaces():
+        target.use_namespace(ns["id"])
+        namespaces.append({"id": ns["id"], "title": ns["title"],
+                           "keys": int(target._call("DBSIZE")), "bytes": None})
+    return {"remote": target.description, "keys": sum(n["keys"] for n in namespaces),
+            "namespaces": namespaces}
+
+
+def cmd_stats(args) -> int:
+    with open_target(args, create=False) as target:
+        if isinstance(target, RedisTarget):
+            stats = _remote_stats(target)
+        else:
+            stats = _local_stats(target.store)
+    if args.json:
+        print_json(stats)
+        return 0
+    rows = [(n["title"], n["id"], str(n["keys"]), "-" if n["bytes"] is None else str(n["bytes"]))
+            for n in stats["namespaces"]]
+    header = ("namespace", "id", "keys", "bytes")
+    widths = [max(len(r[i]) for r in rows + [header]) for i in range(4)]
+    lines = ["  ".join(c.ljust(widths[i]) if i < 2 else c.rjust(widths[i])
+                       for i, c in enumerate(r)) for r in [header] + rows]
+    if "disk_bytes" in stats:
+        lines.append(f"\n{stats['keys']} keys; {stats['disk_bytes']} bytes on disk in "
+                     f"{stats['segments']} segments, {stats['dead_bytes']} of them reclaimable")
+    else:
+        lines.append(f"\n{stats['keys']} keys on {stats['remote']}")
+    write_text("\n".join(lines) + "\n")
+    return 0
+
+
+# ============================================================================ parsers
+
+EX_EXPORT = """Writes one JSON object per line: {"namespace", "key", "value", "base64"?,
+"expiration"?, "metadata"?}.  Non-UTF-8 values are base64 with "base64": true.
+
+example:
+  edgekv export backup.jsonl
+  edgekv export - --namespace sessions --remote redis://127.0.0.1:6379 | gzip > s.jsonl.gz
+"""
+EX_IMPORT = """Reads the lines `edgekv export` writes; namespaces missing from the target are
+created.  Keys whose expiration has passed are skipped.
+
+example:
+  edgekv import backup.jsonl --data-dir ./restored
+  gunzip -c s.jsonl.gz | edgekv import - --remote redis://127.0.0.1:6379
+"""
+EX_SNAPSHOT = """Sealed segments are hard-linked, the active one copied up to its current size; the
+result is a data directory of its own.  Works while a server is running on --data-dir.
+
+example:
+  edgekv snapshot ./backups/2026-01-01 --data-dir ./edgekv-data
+  edgekv serve --data-dir ./backups/2026-01-01 --port 6380
+"""
+EX_STATS = """example:
+  edgekv stats --data-dir ./edgekv-data
+  edgekv stats --json | jq '.namespaces[] | {title, keys}'
+"""
+
+
+def add_backup(sub) -> None:
+    where = target_options()
+    p = sub.add_parser("export", help="write every key to a JSON-lines file",
+                       description="Write keys, values, metadata and expirations as JSON lines.",
+                       epilog=EX_EXPORT, formatter_class=RAW,
+                       parents=[where, namespace_options()])
+    p.add_argument("file", metavar="FILE", help="output file ('-' = stdout)")
+    p.add_argument("--prefix", help="only keys starting with this prefix")
+    p.add_argument("--json", action="store_true", help="print a JSON summary")
+    p.set_defaults(func=cmd_export, namespace_id=None)
+
+    p = sub.add_parser("import", help="load a JSON-lines file written by export",
+                       description="Load keys from a JSON-lines file written by `edgekv export`.",
+                       epilog=EX_IMPORT, formatter_class=RAW, parents=[where])
+    p.add_argument("file", metavar="FILE", help="input file ('-' = stdin)")
+    p.add_argument("--namespace", metavar="TITLE",
+                   help="put every key into this namespace instead of the one on its line")
+    p.add_argument("--no-create", action="store_true",
+                   help="fail instead of creating namespaces that do not exist")
+    p.add_argument("--json", action="store_true", help="print a JSON summary")
+    p.set_defaults(func=cmd_import)
+
+    p = sub.add_parser("snapshot", help="consistent point-in-time copy of a data directory",
+                       description="Make a consistent point-in-time copy of a local data "
+                                   "directory into DIR (new or empty).",
+                       epilog=EX_SNAPSHOT, formatter_class=RAW, parents=[where])
+    p.add_argument("dir", metavar="DIR", help="where to write the snapshot")
+    p.add_argument("--json", action="store_true", help="print a JSON summary")
+    p.set_defaults(func=cmd_snapshot)
+
+    p = sub.add_parser("stats", help="keys and bytes per namespace",
+                       description="Keys and bytes per namespace (bytes: live records on disk; "
+                                   "local only).", epilog=EX_STATS, formatter_class=RAW,
+                       parents=[where])
+    p.add_argument("--json", action="store_true", help="print JSON")
+    p.set_defaults(func=cmd_stats)
+

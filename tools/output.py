@@ -1,0 +1,98 @@
+"""How the command line talks: JSON for scripts, messages on stderr, progress for humans.
+
+Progress bars only appear when stderr is a terminal, so pipes, CI logs and tests see nothing
+but the data they asked for.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from contextlib import contextmanager
+
+
+class CLIError(Exception):
+    """A failure the user can act on: printed as ``edgekv: <message>``, exit code 1."""
+
+    def __init__(self, message: str, exit_code: int = 1) -> None:
+        super().__init__(message)
+        self.exit_code = exit_code
+
+
+def print_json(value, *, indent: int | None = 2) -> None:
+    """Wrangler prints ``JSON.stringify(value, null, 2)``; ``ensure_ascii`` off keeps keys
+    readable, and lone surrogates (undecodable key bytes) are escaped instead of crashing."""
+    text = json.dumps(value, indent=indent, ensure_ascii=False)
+    write_text(text + "\n")
+
+
+def write_text(text: str) -> None:
+    sys.stdout.write(text.encode("utf-8", "surrogateescape").decode("utf-8", "replace"))
+    sys.stdout.flush()
+
+
+def info(message: str) -> None:
+    """Human-readable status that must not pollute machine-readable stdout."""
+    print(message, file=sys.stderr, flush=True)
+
+
+def warn(message: str) -> None:
+    print(message, file=sys.stderr, flush=True)
+
+
+def interactive() -> bool:
+    return sys.stdin.isatty() and sys.stderr.isatty()
+
+
+def confirm(question: str) -> bool:
+    """Ask on the terminal; callers decide what a non-interactive run means."""
+    sys.stderr.write(f"{question} [y/n] ")
+    sys.stderr.flush()
+    answer = sys.stdin.readline().strip().lower()
+    return answer in ("y", "yes")
+
+
+class _NoProgress:
+    def advance(self, n: int = 1) -> None:
+        pass
+
+    def total(self, n: int) -> None:
+        pass
+
+
+class _RichProgress:
+    def __init__(self, progress, task) -> None:
+        self._progress = progress
+        self._task = task
+
+    def advance(self, n: int = 1) -> None:
+        self._progress.advance(self._task, n)
+
+    def total(self, n: int) -> None:
+        self._progress.update(self._task, total=n)
+
+
+@contextmanager
+def progress(description: str, total: int | None = None, *, enabled: bool | None = None):
+    """A progress bar on stderr when it is a terminal (and ``rich`` is installed)."""
+    if enabled is None:
+        enabled = sys.stderr.isatty()
+    if not enabled:
+        yield _NoProgress()
+        return
+    try:
+        from rich.console import Console
+        from rich.progress import (
+            BarColumn,
+            MofNCompleteColumn,
+            Progress,
+            TextColumn,
+            TimeElapsedColumn,
+        )
+    except ImportError:
+        yield _NoProgress()
+        return
+    columns = [TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
+               TimeElapsedColumn()]
+    with Progress(*columns, console=Console(stderr=True), transient=True) as bar:
+        yield _RichProgress(bar, bar.add_task(description, total=total))

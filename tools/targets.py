@@ -1,0 +1,454 @@
+"""Where a command acts: a local data directory or a running server.
+
+Every ``kv``, ``export`` and ``import`` command is written once against ``Target``; the two
+implementations translate to the engine (``LocalTarget``) or to the ``KV.*`` RESP commands
+(``RedisTarget``).  Values cross this interface as bytes, metadata as parsed JSON, expirations
+as epoch seconds, so both backends round-trip the same data.
+
+``open_target`` picks the implementation from the ``--remote`` URL's scheme.  A REST target
+(``http://`` / ``https://``, speaking Cloudflare's v4 API) is the planned third implementation:
+add a class here and a branch in ``open_target``; nothing else needs to change.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Iterator
+from urllib.parse import urlsplit
+
+from .output import CLIError
+
+DEFAULT_DATA_DIR = "./edgekv-data"
+#: Workers KV's bulk limit per request.
+MAX_BULK_ITEMS = 10_000
+#: ``get`` of several keys takes at most 100 (Workers KV's limit).
+MAX_BULK_GET = 100
+LIST_PAGE = 1000
+
+
+class Target:
+    """One store, seen through the operations the command line needs."""
+
+    #: Shown in messages ("on namespace X" / "at URL").
+    description = ""
+
+    # -- namespaces ------------------------------------------------------------
+    def list_namespaces(self) -> list[dict]:
+        """``[{"id", "title"}]`` in creation order."""
+        raise NotImplementedError
+
+    def create_namespace(self, title: str) -> dict:
+        raise NotImplementedError
+
+    def rename_namespace(self, ns_id: str, title: str) -> dict:
+        raise NotImplementedError
+
+    def delete_namespace(self, ns_id: str) -> None:
+        raise NotImplementedError
+
+    def use_namespace(self, ns_id: str) -> None:
+        """Make ``ns_id`` the namespace the key operations below act on."""
+        raise NotImplementedError
+
+    # -- keys of the current namespace ----------------------------------------
+    def put(self, key: str, value: bytes, *, expiration=None, expiration_ttl=None,
+            metadata=None) -> None:
+        raise NotImplementedError
+
+    def get(self, key: str) -> bytes | None:
+        raise NotImplementedError
+
+    def get_entry(self, key: str) -> tuple[bytes, int | None, object] | None:
+        """``(value, expiration seconds or None, metadata or None)``, or None when absent."""
+        raise NotImplementedError
+
+    def get_many(self, keys: list[str], with_metadata: bool) -> dict:
+        """At most ``MAX_BULK_GET`` keys: ``{key: text | None}`` or, with metadata,
+        ``{key: {"value", "metadata"} | None}``."""
+        raise NotImplementedError
+
+    def delete(self, key: str) -> None:
+        raise NotImplementedError
+
+    def list_page(self, prefix: str | None, cursor: str | None, limit: int = LIST_PAGE) -> dict:
+        """One page: ``{"keys": [{"name", "expiration"?, "metadata"?}], "list_complete",
+        "cursor"?}``."""
+        raise NotImplementedError
+
+    def bulk_put(self, items: list[dict]) -> dict:
+        """At most ``MAX_BULK_ITEMS`` wrangler-style items: ``{"successful_key_count",
+        "unsuccessful_keys", "errors": [(key, message)]}``."""
+        raise NotImplementedError
+
+    def bulk_delete(self, keys: list[str]) -> dict:
+        raise NotImplementedError
+
+    def count_keys(self) -> int | None:
+        """Live keys of the current namespace, for progress bars (None when unknown)."""
+        return None
+
+    def close(self) -> None:
+        pass
+
+    # -- shared on top of the primitives --------------------------------------
+    def list_all(self, prefix: str | None = None) -> Iterator[dict]:
+        """Every key, following cursors to the end (wrangler's ``kv key list``)."""
+        cursor = None
+        while True:
+            page = self.list_page(prefix, cursor)
+            yield from page["keys"]
+            cursor = page.get("cursor")
+            if page.get("list_complete") or not cursor:
+                return
+
+    def resolve_namespace(self, ns_id: str | None, title: str | None) -> dict:
+        namespaces = self.list_namespaces()
+        if ns_id is not None:
+            for ns in namespaces:
+                if ns["id"] == ns_id:
+                    return ns
+            raise CLIError(f"no namespace with id {ns_id!r}{self._where()}; "
+                           f"`edgekv kv namespace list` shows the ids")
+        title = "default" if title is None else title
+        for ns in namespaces:
+            if ns["title"] == title:
+                return ns
+        raise CLIError(f"no namespace titled {title!r}{self._where()}; create it with "
+                       f"`edgekv kv namespace create {title}`")
+
+    def _where(self) -> str:
+        return f" in {self.description}" if self.description else ""
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+
+# ============================================================================ local
+
+
+class LocalTarget(Target):
+    """The engine, on a data directory this process opens (and locks) itself."""
+
+    def __init__(self, data_dir: str, *, create: bool = True) -> None:
+        from engine import Store, StoreLockedError
+
+        self.data_dir = data_dir
+        self.description = data_dir
+        if not create and not os.path.isdir(data_dir):
+            raise CLIError(f"data directory {data_dir} does not exist; pass --data-dir DIR "
+                           f"(or --remote redis://HOST:PORT for a running server)")
+        try:
+            self.store = Store.open(data_dir, fsync="always")
+        except StoreLockedError:
+            raise CLIError(locked_message(data_dir)) from None
+        except PermissionError as exc:
+            raise CLIError(f"cannot open data directory {data_dir}: {exc.strerror}") from None
+        self.ns = self.store.namespace("default")
+
+    def list_namespaces(self) -> list[dict]:
+        return [{"id": i.id, "title": i.title} for i in self.store.list_namespaces()]
+
+    def create_namespace(self, title: str) -> dict:
+        info = self.store.create_namespace(title)
+        return {"id": info.id, "title": info.title}
+
+    def rename_namespace(self, ns_id: str, title: str) -> dict:
+        info = self.store.rename_namespace(ns_id, title)
+        return {"id": info.id, "title": info.title}
+
+    def delete_namespace(self, ns_id: str) -> None:
+        self.store.delete_namespace(ns_id)
+
+    def use_namespace(self, ns_id: str) -> None:
+        self.ns = self.store.namespace(ns_id)
+
+    def put(self, key, value, *, expiration=None, expiration_ttl=None, metadata=None) -> None:
+        self.ns.put(key, value, expiration=expiration, expiration_ttl=expiration_ttl,
+                    metadata=metadata)
+
+    def get(self, key):
+        return self.ns.get(key, type="bytes")
+
+    def get_entry(self, key):
+        from engine import semantics
+        raw = semantics.encode_key(key)
+        semantics.validate_key(raw, self.ns.limits)
+        entry = self.ns.get_entry(raw)
+        if entry is None:
+            return None
+        return (bytes(entry.value), entry.expire_ms // 1000 if entry.expire_ms else None,
+                json.loads(entry.metadata) if entry.metadata else None)
+
+    def get_many(self, keys, with_metadata):
+        if with_metadata:
+            result = self.ns.get_with_metadata(keys, type="text")
+            return {k: None if v is None else {"value": v.value, "metadata": v.metadata}
+                    for k, v in result.items()}
+        return self.ns.get(keys, type="text")
+
+    def delete(self, key) -> None:
+        self.ns.delete(key)
+
+    def list_page(self, prefix, cursor, limit=LIST_PAGE):
+        return self.ns.list(prefix=prefix, cursor=cursor, limit=limit)
+
+    def bulk_put(self, items):
+        errors: list = []
+        result = self.ns.bulk_put(items, errors=errors)
+        result["errors"] = [(key, str(exc)) for key, exc in errors]
+        return result
+
+    def bulk_delete(self, keys):
+        return self.ns.bulk_delete(keys)
+
+    def count_keys(self):
+        return self.store.key_count(self.ns.number)
+
+    def close(self) -> None:
+        self.store.close()
+
+
+def locked_message(data_dir: str) -> str:
+    pid = "unknown"
+    try:
+        with open(os.path.join(data_dir, "LOCK"), encoding="ascii", errors="replace") as f:
+            pid = f.read(64).strip() or pid
+    except OSError:
+        pass
+    return (f"data directory {data_dir} is in use by a running server (pid {pid}): "
+            f"use --remote redis://127.0.0.1:6379 (that server's address), or stop it first")
+
+
+# ============================================================================ remote (RESP)
+
+
+def _text(value) -> str | None:
+    if value is None:
+        return None
+    return value.decode("utf-8", "surrogateescape") if isinstance(value, bytes) else str(value)
+
+
+def _map(value) -> dict:
+    """RESP3 maps arrive as dicts with bytes keys; RESP2 as flat lists.  Accept both."""
+    if isinstance(value, dict):
+        return {_text(k): v for k, v in value.items()}
+    if isinstance(value, list):
+        return {_text(value[i]): value[i + 1] for i in range(0, len(value), 2)}
+    raise CLIError(f"unexpected reply from the server: {value!r}")
+
+
+def _json_or_none(value):
+    if value is None or value == b"":
+        return None
+    return json.loads(value)
+
+
+class RedisTarget(Target):
+    """A running edgekv server, through redis-py and the ``KV.*`` commands.
+
+    One connection for the whole run: ``SELECT`` is per connection, so a pool could send a
+    later command to a connection that never selected the namespace.
+    """
+
+    def __init__(self, url: str) -> None:
+        try:
+            import redis
+        except ImportError:
+            raise CLIError("--remote needs redis-py: pip install redis") from None
+        self._redis = redis
+        self.description = _redacted(url)
+        try:
+            self.client = redis.Redis.from_url(url, protocol=3, single_connection_client=True,
+                                               socket_timeout=120, socket_connect_timeout=10)
+            self.client.ping()
+        except (redis.ConnectionError, redis.TimeoutError) as exc:
+            raise CLIError(f"cannot reach the server at {self.description}: {exc}; is "
+                           f"`edgekv serve` running there?") from None
+        except redis.AuthenticationError as exc:
+            raise CLIError(f"the server at {self.description} refused the password ({exc}); "
+                           f"put it in the URL: redis://:PASSWORD@HOST:PORT") from None
+        except redis.ResponseError as exc:
+            raise CLIError(f"the server at {self.description} said: {exc}") from None
+        except ValueError as exc:
+            raise CLIError(f"bad --remote URL {self.description}: {exc}") from None
+        parts = urlsplit(url)
+        self.db = parts.path.strip("/") or None if parts.scheme != "unix" else None
+        self._ns_id: str | None = None
+
+    def _call(self, *args):
+        try:
+            return self.client.execute_command(*args)
+        except self._redis.ResponseError as exc:
+            raise RemoteError(str(exc)) from None
+        except (self._redis.ConnectionError, self._redis.TimeoutError) as exc:
+            raise CLIError(f"lost the connection to {self.description}: {exc}") from None
+
+    def list_namespaces(self):
+        return [{"id": _text(m["id"]), "title": _text(m["title"])}
+                for m in map(_map, self._call("KV.NAMESPACE", "LIST"))]
+
+    def create_namespace(self, title):
+        m = _map(self._call("KV.NAMESPACE", "CREATE", title))
+        return {"id": _text(m["id"]), "title": _text(m["title"])}
+
+    def rename_namespace(self, ns_id, title):
+        m = _map(self._call("KV.NAMESPACE", "RENAME", ns_id, title))
+        return {"id": _text(m["id"]), "title": _text(m["title"])}
+
+    def delete_namespace(self, ns_id):
+        self._call("KV.NAMESPACE", "DELETE", ns_id)
+
+    def use_namespace(self, ns_id):
+        self._call("SELECT", ns_id)
+        self._ns_id = ns_id
+
+    def resolve_namespace(self, ns_id, title):
+        if ns_id is None and title is None and self.db is not None:
+            # redis://host:port/N: the server's namespace at index N, as redis-cli -n N.
+            namespaces = self.list_namespaces()
+            try:
+                return namespaces[int(self.db)]
+            except (ValueError, IndexError):
+                raise CLIError(f"the URL selects namespace index {self.db}, but the server has "
+                               f"{len(namespaces)} namespaces (0-{len(namespaces) - 1})") from None
+        return super().resolve_namespace(ns_id, title)
+
+    def put(self, key, value, *, expiration=None, expiration_ttl=None, metadata=None):
+        args = ["KV.PUT", key, value]
+        if expiration is not None:
+            args += ["EXPIRATION", str(expiration)]
+        if expiration_ttl is not None:
+            args += ["EXPIRATION_TTL", str(expiration_ttl)]
+        if metadata is not None:
+            args += ["METADATA", json.dumps(metadata, separators=(",", ":"), ensure_ascii=False)]
+        self._call(*args)
+
+    def get(self, key):
+        return self._call("KV.GET", key, "TYPE", "bytes")
+
+    def get_entry(self, key):
+        reply = self._call("KV.GET", key, "TYPE", "bytes", "WITHMETADATA")
+        if reply is None:
+            return None
+        m = _map(reply)
+        return (m["value"], m.get("expiration") or None, _json_or_none(m.get("metadata")))
+
+    def get_entries(self, keys: list[str]) -> list:
+        """``get_entry`` for many keys in one round trip (export of a remote store)."""
+        # A pipeline takes its own connection from the pool: select the namespace on it too.
+        pipe = self.client.pipeline(transaction=False)
+        if self._ns_id is not None:
+            pipe.execute_command("SELECT", self._ns_id)
+        for key in keys:
+            pipe.execute_command("KV.GET", key, "TYPE", "bytes", "WITHMETADATA")
+        out = []
+        replies = pipe.execute(raise_on_error=False)
+        for reply in replies[1:] if self._ns_id is not None else replies:
+            if isinstance(reply, Exception):
+                raise RemoteError(str(reply))
+            if reply is None:
+                out.append(None)
+                continue
+            m = _map(reply)
+            out.append((m["value"], m.get("expiration") or None,
+                        _json_or_none(m.get("metadata"))))
+        return out
+
+    def get_many(self, keys, with_metadata):
+        args = ["KV.MGET", *keys]
+        if with_metadata:
+            args.append("WITHMETADATA")
+        result = {}
+        for name, value in _map(self._call(*args)).items():
+            if value is None:
+                result[name] = None
+            elif with_metadata:
+                m = _map(value)
+                result[name] = {"value": _text(m["value"]),
+                                "metadata": _json_or_none(m.get("metadata"))}
+            else:
+                result[name] = _text(value)
+        return result
+
+    def delete(self, key):
+        self._call("KV.DEL", key)
+
+    def list_page(self, prefix, cursor, limit=LIST_PAGE):
+        args = ["KV.LIST", "LIMIT", str(limit)]
+        if prefix:
+            args += ["PREFIX", prefix]
+        if cursor:
+            args += ["CURSOR", cursor]
+        m = _map(self._call(*args))
+        keys = []
+        for item in m["keys"]:
+            item = _map(item)
+            out = {"name": _text(item["name"])}
+            if item.get("expiration") is not None:
+                out["expiration"] = int(item["expiration"])
+            if item.get("metadata") is not None:
+                out["metadata"] = _json_or_none(item["metadata"])
+            keys.append(out)
+        page = {"keys": keys, "list_complete": bool(m.get("list_complete"))}
+        if m.get("cursor"):
+            page["cursor"] = _text(m["cursor"])
+        return page
+
+    def bulk_put(self, items):
+        body = json.dumps(items, separators=(",", ":"), ensure_ascii=False)
+        m = _map(self._call("KV.BULKPUT", body.encode("utf-8", "surrogateescape")))
+        failed = [_text(k) for k in m.get("unsuccessful_keys") or []]
+        return {"successful_key_count": int(m.get("successful_key_count", 0)),
+                "unsuccessful_keys": failed,
+                "errors": [(k, "rejected by the server (check its key, value, expiration "
+                                    "and metadata)") for k in failed]}
+
+    def bulk_delete(self, keys):
+        if not keys:
+            return {"successful_key_count": 0, "unsuccessful_keys": []}
+        m = _map(self._call("KV.BULKDEL", *keys))
+        return {"successful_key_count": int(m.get("successful_key_count", 0)),
+                "unsuccessful_keys": [_text(k) for k in m.get("unsuccessful_keys") or []]}
+
+    def count_keys(self):
+        return int(self._call("DBSIZE"))
+
+    def close(self):
+        try:
+            self.client.close()
+        except Exception:  # closing a broken connection must not hide the real error
+            pass
+
+
+class RemoteError(Exception):
+    """An error reply from the server (its text is already the KV message)."""
+
+
+def _redacted(url: str) -> str:
+    parts = urlsplit(url)
+    if parts.password:
+        netloc = parts.netloc.replace(f":{parts.password}@", ":***@")
+        return parts._replace(netloc=netloc).geturl()
+    return url
+
+
+def open_target(args, *, create: bool = True) -> Target:
+    """The target the command line asked for (``--remote URL`` or ``--data-dir DIR``)."""
+    remote = getattr(args, "remote", None)
+    if remote and getattr(args, "local", False):
+        raise CLIError("--local and --remote contradict each other; pass one", exit_code=2)
+    if remote:
+        scheme = urlsplit(remote).scheme.lower()
+        if scheme in ("redis", "rediss", "unix"):
+            return RedisTarget(remote)
+        if scheme in ("http", "https"):
+            # Extension point: a RestTarget speaking Cloudflare's /client/v4 KV API.
+            raise CLIError("REST targets (http:// and https://) are not supported yet; use "
+                           "--remote redis://HOST:PORT")
+        raise CLIError(f"--remote takes a redis://[:PASSWORD@]HOST:PORT[/DB] URL, got {remote!r}",
+                       exit_code=2)
+    return LocalTarget(getattr(args, "data_dir", None) or DEFAULT_DATA_DIR, create=create)
