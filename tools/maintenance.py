@@ -11,14 +11,18 @@ import os
 import time
 
 from .kv_commands import RAW, target_options
-from .output import CLIError, print_json, write_text
+from .output import CLIError, confirm, print_json, write_text
 from .targets import DEFAULT_DATA_DIR, RedisTarget, locked_message, open_target
 
 EX_VERIFY = """Reads every record and hint file of a data directory that no process has open.
 Exit status 1 when anything is damaged.
 
+With --repair it then rewrites the damaged segments without their damaged records, after
+asking (or with -y/--force), and keeps the originals in DATA_DIR/repair-<time>/.
+
 example:
-  edgekv verify --data-dir ./edgekv-data
+  edgekv verify ./edgekv-data
+  edgekv verify ./edgekv-data --repair --force
 """
 EX_COMPACT = """Rewrites the live records into new segments and drops the rest; reads and writes
 go on meanwhile.
@@ -46,7 +50,7 @@ def cmd_verify(args) -> int:
     if args.remote:
         raise CLIError("verify reads the files of a stopped store: run it where they are, "
                        "with --data-dir DIR, after stopping the server")
-    data_dir = args.data_dir or DEFAULT_DATA_DIR
+    data_dir = args.path or args.data_dir or DEFAULT_DATA_DIR
     if not os.path.isdir(data_dir):
         raise CLIError(f"data directory {data_dir} does not exist; pass --data-dir DIR")
     try:
@@ -67,7 +71,28 @@ def cmd_verify(args) -> int:
         lines += [f"note: {n}" for n in report.notes]
         lines.append("OK" if report.ok else "DAMAGED")
         write_text("\n".join(lines) + "\n")
+    if args.repair and not report.ok:
+        return _repair(data_dir, args)
     return 0 if report.ok else 1
+
+
+def _repair(data_dir: str, args) -> int:
+    from engine.verify import repair
+
+    plan = repair(data_dir, confirm=False)
+    question = (f"Rewrite segments {plan.rewritten_segments} of {data_dir} without their damaged "
+                f"records (originals are kept aside)?")
+    if not (args.force or confirm(question)):
+        raise CLIError("repair not confirmed: nothing was changed (pass -y/--force to skip the "
+                       "question)")
+    done = repair(data_dir, confirm=True)
+    if args.json:
+        print_json(dataclasses.asdict(done))
+    else:
+        write_text(f"repaired {data_dir}: rewrote segments {done.rewritten_segments}, kept "
+                   f"{done.records_kept} records, wrote {done.tombstones_written} tombstones; "
+                   f"originals in {done.backup_dir}\n")
+    return 0
 
 
 def cmd_compact(args) -> int:
@@ -131,7 +156,13 @@ def add_maintenance(sub) -> None:
         p = sub.add_parser("verify", help="check every record of a stopped data directory",
                            description="Check every record and hint file of a data directory.",
                            epilog=EX_VERIFY, formatter_class=RAW, parents=[where])
+        p.add_argument("path", nargs="?", metavar="DATA_DIR",
+                       help="the data directory (same as --data-dir)")
         p.add_argument("--json", action="store_true", help="print the report as JSON")
+        p.add_argument("--repair", action="store_true",
+                       help="after the report, rewrite damaged segments without the damaged "
+                            "records (asks first; originals kept aside)")
+        p.add_argument("-y", "--force", action="store_true", help="repair without asking")
         p.set_defaults(func=cmd_verify)
     if has_compact:
         p = sub.add_parser("compact", help="reclaim the space of overwritten and deleted keys",

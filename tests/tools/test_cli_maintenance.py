@@ -53,3 +53,27 @@ def test_verify(tmp_path, server):
     assert busy.returncode == 1 and "stop that process first" in busy.stderr
     missing = edgekv("verify", "--data-dir", tmp_path / "nowhere")
     assert missing.returncode == 1 and "does not exist" in missing.stderr
+
+
+@pytest.mark.skipif(not HAS_VERIFY, reason="the engine has no verify")
+def test_verify_repair_asks_then_rewrites_without_the_damaged_record(tmp_path):
+    d = tmp_path / "d"
+    items = ",".join(f'{{"key":"k{i:03d}","value":"{"z" * 200}"}}' for i in range(40))
+    assert edgekv("kv", "bulk", "put", "-", "--data-dir", d, input=f"[{items}]").returncode == 0
+    segment = sorted(p for p in os.listdir(d) if p.endswith(".seg"))[-1]
+    data = bytearray((d / segment).read_bytes())
+    data[len(data) // 2] ^= 0xFF
+    (d / segment).write_bytes(bytes(data))
+
+    refused = edgekv("verify", d, "--repair")  # no terminal, no --force: nothing changes
+    assert refused.returncode == 1 and "not confirmed" in refused.stderr
+    assert (d / segment).read_bytes() == bytes(data)
+
+    repaired = edgekv("verify", d, "--repair", "--force")
+    assert repaired.returncode == 0, repaired.stderr
+    assert "originals in" in repaired.text
+    assert any(name.startswith("repair-") for name in os.listdir(d))
+    again = edgekv("verify", d)
+    assert again.returncode == 0 and again.text.rstrip().endswith("OK")
+    listed = edgekv("kv", "key", "list", "--data-dir", d)
+    assert listed.returncode == 0 and 30 <= len(listed.json()) < 40
