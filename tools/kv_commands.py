@@ -33,7 +33,14 @@ def target_options() -> argparse.ArgumentParser:
     g.add_argument("--data-dir", "--persist-to", dest="data_dir", metavar="DIR",
                    help=f"local data directory (default {DEFAULT_DATA_DIR})")
     g.add_argument("--remote", metavar="URL",
-                   help="act on a running server instead: redis://[:PASSWORD@]HOST:PORT[/DB]")
+                   help="act on a running server instead: redis://[:PASSWORD@]HOST:PORT[/DB], "
+                        "or its REST API: http(s)://HOST:PORT[/client/v4]")
+    g.add_argument("--api-token", dest="api_token", metavar="TOKEN",
+                   help="with an http(s):// --remote: the API token (default "
+                        "$CLOUDFLARE_API_TOKEN)")
+    g.add_argument("--account-id", dest="account_id", metavar="ID",
+                   help="with an http(s):// --remote: the account id (default "
+                        "$CLOUDFLARE_ACCOUNT_ID, else 'local')")
     g.add_argument("--local", action="store_true",
                    help="act on the local data directory (the default; for wrangler habits)")
     return p

@@ -103,6 +103,9 @@ def cmd_compact(args) -> int:
                 write_text("Background compaction started (INFO persistence shows when it "
                            "ends)\n")
                 return 0
+        elif not hasattr(target, "store"):
+            raise CLIError("the REST API has no compaction route; use --remote "
+                           "redis://HOST:PORT (the same server's RESP port)")
         else:
             summary = target.store.compact()
     if "error" in summary:

@@ -5,9 +5,9 @@ implementations translate to the engine (``LocalTarget``) or to the ``KV.*`` RES
 (``RedisTarget``).  Values cross this interface as bytes, metadata as parsed JSON, expirations
 as epoch seconds, so both backends round-trip the same data.
 
-``open_target`` picks the implementation from the ``--remote`` URL's scheme.  A REST target
-(``http://`` / ``https://``, speaking Cloudflare's v4 API) is the planned third implementation:
-add a class here and a branch in ``open_target``; nothing else needs to change.
+``open_target`` picks the implementation from the ``--remote`` URL's scheme.  ``http://`` and
+``https://`` go to the third implementation, ``RestTarget`` (``rest_target.py``), which speaks
+Cloudflare's v4 API.
 """
 
 from __future__ import annotations
@@ -446,9 +446,8 @@ def open_target(args, *, create: bool = True) -> Target:
         if scheme in ("redis", "rediss", "unix"):
             return RedisTarget(remote)
         if scheme in ("http", "https"):
-            # Extension point: a RestTarget speaking Cloudflare's /client/v4 KV API.
-            raise CLIError("REST targets (http:// and https://) are not supported yet; use "
-                           "--remote redis://HOST:PORT")
-        raise CLIError(f"--remote takes a redis://[:PASSWORD@]HOST:PORT[/DB] URL, got {remote!r}",
-                       exit_code=2)
+            from .rest_target import open_rest_target
+            return open_rest_target(remote, args)
+        raise CLIError(f"--remote takes a redis://[:PASSWORD@]HOST:PORT[/DB] or "
+                       f"http(s)://HOST:PORT[/client/v4] URL, got {remote!r}", exit_code=2)
     return LocalTarget(getattr(args, "data_dir", None) or DEFAULT_DATA_DIR, create=create)

@@ -10,7 +10,7 @@ import sys
 import time
 
 import pytest
-from clitest_helpers import ENV, REPO, edgekv, start_server
+from clitest_helpers import ENV, REPO, edgekv, free_port, start_server
 
 from tools.maintenance import available
 
@@ -54,8 +54,8 @@ def test_remote_errors(tmp_path):
     unreachable = edgekv("kv", "key", "list", "--remote", "redis://127.0.0.1:1")
     assert unreachable.returncode == 1
     assert "cannot reach the server" in unreachable.stderr and "edgekv serve" in unreachable.stderr
-    rest = edgekv("kv", "key", "list", "--remote", "http://127.0.0.1:8787")
-    assert rest.returncode == 1 and "not supported yet" in rest.stderr
+    rest = edgekv("kv", "key", "list", "--remote", f"http://127.0.0.1:{free_port()}")
+    assert rest.returncode == 1 and "cannot reach the REST API" in rest.stderr
 
     srv = start_server(tmp_path / "pw", tmp_path / "pw.log", "--requirepass", "s3cret")
     try:
