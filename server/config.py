@@ -35,6 +35,8 @@ class ServerConfig:
     client_output_buffer_limit: int = 256 * MIB
     max_namespaces: int = 1000
     write_rate_limit: bool = False
+    #: compact in the background once a sealed segment is this fraction dead (0 = never)
+    compaction_threshold: float = 0.5
     log_level: str = "INFO"
     # REST API credentials.  With none configured the API refuses every request, unless
     # ``http_anonymous`` is set and the API listens on loopback only.
@@ -117,6 +119,8 @@ def coerce(name: str, raw: str):
         return _BOOL[raw.lower()]
     if name == "http_port":
         return None if raw.lower() in ("0", "no", "off", "none") else int(raw)
+    if name == "compaction_threshold":
+        return float(raw)
     if name in ("port", "maxclients", "min_ttl", "max_multibulk_len", "max_namespaces"):
         return int(raw)
     if name in ("requirepass", "auth_email", "auth_key", "account_id"):

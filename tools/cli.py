@@ -51,6 +51,9 @@ def _add_serve(sub) -> None:
                    help="the only account id the REST API answers for (default: any)")
     p.add_argument("--http-anonymous", dest="http_anonymous", choices=("yes", "no"),
                    help="serve the REST API without credentials (loopback binds only)")
+    p.add_argument("--compaction-threshold", dest="compaction_threshold", type=float,
+                   help="compact in the background when a sealed segment is this fraction "
+                        "dead (default 0.5; 0 = only on demand)")
     p.add_argument("--segment-bytes", dest="segment_bytes", type=int,
                    help="rotate segment files at this size (default 64 MiB)")
     p.add_argument("--log-level", dest="log_level", default=None,
@@ -66,6 +69,7 @@ def cmd_serve(args) -> int:
         "port": args.port, "bind": args.bind, "data_dir": args.data_dir, "fsync": args.fsync,
         "requirepass": args.requirepass, "maxclients": args.maxclients, "min_ttl": args.min_ttl,
         "segment_bytes": args.segment_bytes, "log_level": args.log_level,
+        "compaction_threshold": args.compaction_threshold,
         "api_tokens": args.api_tokens, "api_read_tokens": args.api_read_tokens,
         "auth_email": args.auth_email, "auth_key": args.auth_key, "account_id": args.account_id,
     }

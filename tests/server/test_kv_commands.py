@@ -192,3 +192,21 @@ def test_kv_compact_and_bgrewriteaof_reclaim_space_keep_data(server_factory):
     assert r.bgrewriteaof() is True
     _wait_for_compaction(r)
     assert r.get("k1500") == b"v2-1500" * 5
+
+
+def test_background_compaction_starts_by_itself_past_the_dead_ratio(server_factory):
+    server = server_factory("--segment-bytes", "65536", "--compaction-threshold", "0.5")
+    r = server.client()
+    for round_ in range(6):
+        pipe = r.pipeline(transaction=False)
+        for i in range(1000):
+            pipe.set(f"k{i}", f"{round_}" * 100)
+        pipe.execute()
+    deadline = time.time() + 30
+    peak = r.info("persistence")["edgekv_disk_bytes"]
+    while time.time() < deadline:
+        if r.info("persistence")["edgekv_disk_bytes"] < peak / 2:
+            break
+        time.sleep(0.2)
+    assert r.info("persistence")["edgekv_disk_bytes"] < peak / 2
+    assert r.get("k999") == b"5" * 100 and r.dbsize() == 1000
