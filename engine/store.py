@@ -32,7 +32,7 @@ import os
 import threading
 import time
 from dataclasses import dataclass, field
-from typing import Callable, Iterable
+from typing import Callable
 
 from . import compaction, hints
 from . import record as rec
@@ -40,7 +40,7 @@ from . import semantics
 from .catalog import (CATALOG_NS, DEFAULT_TITLE, Catalog, NamespaceInfo, encode_deletion,
                       encode_entry, new_namespace_id)
 from .durability import GroupCommit
-from .errors import (CorruptionError, KVError, NamespaceNotFoundError, StoreClosedError,
+from .errors import (CorruptionError, NamespaceNotFoundError, StoreClosedError,
                      StoreError, TooManyRequestsError, WriteFailedError)
 from .expiry import ExpiryTracker
 from .index import (KeyIndex, MAX_SEGMENT_NO, index_key, location_segment, ns_prefix,

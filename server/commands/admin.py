@@ -10,14 +10,13 @@ import sys
 import threading
 import time
 
-from engine import semantics
 
 from .. import command_table
 from ..config import parse_size
 from ..glob import matches
 from ..resp import encode_bulk, encode_int
 from ..state import REDIS_COMPAT_VERSION, VERSION
-from .base import OK, SYNTAX, CommandError, as_text, command, parse_int, reply
+from .base import OK, SYNTAX, CommandError, as_text, command, reply
 from .subcommands import help_reply, subcommand
 
 # ---------------------------------------------------------------------------- INFO

@@ -6,11 +6,11 @@ from __future__ import annotations
 
 import json
 
-from engine import KVError, ValueWithMetadata, semantics
+from engine import ValueWithMetadata, semantics
 from engine.errors import KVValidationError
 
 from ..resp import encode_bulk, encode_int
-from .base import OK, SYNTAX, CommandError, as_text, bulk_or_null, command, null, parse_int, reply
+from .base import OK, CommandError, as_text, bulk_or_null, command, null, reply
 from .subcommands import help_reply, subcommand
 
 
