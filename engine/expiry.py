@@ -66,6 +66,3 @@ class ExpiryTracker:
         """Rebuild the heap from live entries when stale ones dominate it."""
         self._heap = [(exp, k) for k, exp in self._expire_ms.items()]
         heapq.heapify(self._heap)
-
-    def next_due_ms(self) -> int | None:
-        return self._heap[0][0] if self._heap else None

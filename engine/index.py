@@ -58,10 +58,6 @@ def index_key(ns: int, key: bytes) -> bytes:
     return ns.to_bytes(NS_PREFIX_BYTES, "big") + key
 
 
-def split_index_key(ikey: bytes) -> tuple[int, bytes]:
-    return int.from_bytes(ikey[:NS_PREFIX_BYTES], "big"), ikey[NS_PREFIX_BYTES:]
-
-
 class KeyIndex:
     """Sorted map of index key → packed location.  Not thread-safe: the store locks around it."""
 

@@ -990,12 +990,6 @@ class Store:
         with self._lock:
             return self._catalog.resolve(name_or_id)
 
-    def namespace_by_number(self, number: int) -> NamespaceInfo:
-        info = self._catalog.by_number.get(number)
-        if info is None:
-            raise NamespaceNotFoundError("namespace not found")
-        return info
-
     def create_namespace(self, title: str) -> NamespaceInfo:
         title = semantics.validate_title(title, self.limits)
         with self._lock:

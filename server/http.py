@@ -335,7 +335,7 @@ class RestApi:
         else:
             if declared is not None and declared > limits.max_value_bytes:
                 raise semantics.value_too_large(declared, limits)
-            value = await _read_capped(request.content, limits.max_value_bytes, declared)
+            value = await _read_value(request.content.read, limits)
         ns.put(key, value, expiration=expiration, expiration_ttl=ttl, metadata=metadata,
                durable=False, wire=True)
         await self._durable()
@@ -432,13 +432,14 @@ async def _json_body(request: web.Request, kind: type):
     return body
 
 
-async def _read_capped(stream, limit: int, declared: int | None) -> bytearray:
-    """The body in one buffer; past ``limit`` it keeps counting (to report the full length,
-    as Miniflare does) up to the bulk cap, then stops reading."""
+async def _read_value(read_chunk, limits) -> bytearray:
+    """A value body in one buffer; past the value limit it keeps counting (to report the full
+    length, as Miniflare does) up to the bulk cap, then stops reading."""
+    limit = limits.max_value_bytes
     buf = bytearray()
     total = 0
     while True:
-        chunk = await stream.read(_CHUNK)
+        chunk = await read_chunk(_CHUNK)
         if not chunk:
             break
         total += len(chunk)
@@ -447,7 +448,7 @@ async def _read_capped(stream, limit: int, declared: int | None) -> bytearray:
         elif total > MAX_BULK_BODY_BYTES:
             break
     if total > limit:
-        raise PayloadTooLargeError(f"Value length of {total} exceeds limit of {limit}.")
+        raise semantics.value_too_large(total, limits)
     return buf
 
 
@@ -461,17 +462,7 @@ async def _read_multipart(request: web.Request, limits) -> tuple[bytearray, str 
         if part is None:
             break
         if part.name == "value":
-            value = bytearray()
-            total = 0
-            while True:
-                chunk = await part.read_chunk(_CHUNK)
-                if not chunk:
-                    break
-                total += len(chunk)
-                if total <= limits.max_value_bytes:
-                    value += chunk
-            if total > limits.max_value_bytes:
-                raise semantics.value_too_large(total, limits)
+            value = await _read_value(part.read_chunk, limits)
         elif part.name == "metadata":
             raw = await part.read(decode=False)
             if len(raw) > limits.max_metadata_bytes * 8:
