@@ -288,7 +288,8 @@ class EdgeKVServer:
         self.store = Store.open(config.data_dir, fsync=config.fsync,
                                 segment_bytes=config.segment_bytes, limits=limits,
                                 write_rate_limit=config.write_rate_limit,
-                                compaction_threshold=config.compaction_threshold or None)
+                                compaction_threshold=config.compaction_threshold or None,
+                                **config.store_crypto_options())
         self.state = ServerState(self.store, config)
         self.state.protocol_limits_changed = self._protocol_limits_changed
         self.gate = DurabilityGate(self.store)

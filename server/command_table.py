@@ -1820,14 +1820,67 @@ _TABLE: tuple[CommandSpec, ...] = (
     ),
 
     command(
-        "kv.compact", 1,
+        "kv.compact", -1,
         summary=(
             "Rewrites the storage segments to reclaim the space of overwritten, "
-            "deleted and expired values."
+            "deleted and expired values; REENCRYPT also rewrites every segment still "
+            "encrypted with an older key."
         ),
         since="1.0.0", group="kv",
         complexity="O(N) where N is the size of the stored data.",
         flags=("admin", "noscript"),
+        arguments=(
+            A.token("reencrypt", "REENCRYPT", optional=True),
+        ),
+    ),
+
+    container(
+        "kv.keyring",
+        sub(
+            "status", 2,
+            summary=(
+                "Reports the encryption settings and, per key id, the live records and "
+                "segments that still use it."
+            ),
+            since="1.0.0", group="kv",
+            complexity="O(N) where N is the number of segments.",
+            flags=("admin", "noscript", "loading", "stale"),
+        ),
+        sub(
+            "rotate", 2,
+            summary="Adds a new encryption key and uses it for every new write; returns its id.",
+            since="1.0.0", group="kv",
+            complexity="O(1)",
+            flags=("admin", "noscript"),
+        ),
+        sub(
+            "retire", 3,
+            summary="Removes a key that no stored record uses any more from the key ring.",
+            since="1.0.0", group="kv",
+            complexity="O(N) where N is the number of segments.",
+            flags=("admin", "noscript"),
+            arguments=(
+                A.integer("id"),
+            ),
+        ),
+        sub(
+            "help", 2,
+            summary="Show helpful text about the different subcommands",
+            since="1.0.0", group="kv",
+            complexity="O(1)",
+            flags=("loading", "stale"),
+        ),
+        summary="A container for encryption key management commands.",
+        since="1.0.0", group="kv",
+        complexity="Depends on subcommand.",
+        help=(
+            "STATUS",
+            "    Show the encryption settings and which key ids stored data still uses.",
+            "ROTATE",
+            "    Add a new key for all new writes; KV.COMPACT REENCRYPT then rewrites older data.",
+            "RETIRE <id>",
+            "    Drop key <id> from the key ring once no stored data uses it.",
+        ),
     ),
 )
 

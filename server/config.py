@@ -37,6 +37,12 @@ class ServerConfig:
     write_rate_limit: bool = False
     #: compact in the background once a sealed segment is this fraction dead (0 = never)
     compaction_threshold: float = 0.5
+    #: encrypt every record at rest (AES-256-GCM); off only when asked for explicitly
+    encryption: bool = True
+    #: the key ring; None: $EDGEKV_KEY_FILE, else ``<data dir>.keys`` beside the data directory
+    key_file: str | None = None
+    #: zstd-compress values at least this long (None: the engine's default; 0 = never)
+    compression_threshold: int | None = None
     log_level: str = "INFO"
     # REST API credentials.  With none configured the API refuses every request, unless
     # ``http_anonymous`` is set and the API listens on loopback only.
@@ -69,6 +75,17 @@ class ServerConfig:
                 and not is_loopback(self.http_bind or self.bind)):
             raise ValueError("http-anonymous yes is only allowed when the REST API listens on "
                              "loopback; configure --api-token instead")
+
+    def store_crypto_options(self) -> dict:
+        """The ``Store.open`` arguments for encryption at rest and compression."""
+        options: dict = {}
+        if not self.encryption:
+            options["encryption"] = False
+        if self.key_file:
+            options["key_file"] = self.key_file
+        if self.compression_threshold is not None:
+            options["compression_threshold"] = self.compression_threshold
+        return options
 
     def has_api_credentials(self) -> bool:
         return bool(self.api_tokens or self.api_read_tokens or self.auth_key)
@@ -104,7 +121,8 @@ def parse_size(text: str) -> int:
 
 
 _SIZE_FIELDS = {"segment_bytes", "max_value_bytes", "proto_max_bulk_len",
-                "client_query_buffer_limit", "client_output_buffer_limit"}
+                "client_query_buffer_limit", "client_output_buffer_limit",
+                "compression_threshold"}
 
 
 def coerce(name: str, raw: str):
@@ -113,7 +131,7 @@ def coerce(name: str, raw: str):
         return parse_size(raw)
     if name in ("api_tokens", "api_read_tokens"):
         return raw.split()
-    if name in ("protected_mode", "write_rate_limit", "http_anonymous"):
+    if name in ("protected_mode", "write_rate_limit", "http_anonymous", "encryption"):
         if raw.lower() not in _BOOL:
             raise ValueError(f"{name.replace('_', '-')} must be yes or no; got {raw!r}")
         return _BOOL[raw.lower()]
@@ -123,7 +141,7 @@ def coerce(name: str, raw: str):
         return float(raw)
     if name in ("port", "maxclients", "min_ttl", "max_multibulk_len", "max_namespaces"):
         return int(raw)
-    if name in ("requirepass", "auth_email", "auth_key", "account_id"):
+    if name in ("requirepass", "auth_email", "auth_key", "account_id", "key_file"):
         return raw or None
     return raw
 
@@ -151,4 +169,6 @@ def build(file: str | None = None, **overrides) -> ServerConfig:
     if config.http_port == 0:
         config.http_port = None  # --http-port 0: no REST API
     config.data_dir = os.path.abspath(config.data_dir)
+    if config.key_file:
+        config.key_file = os.path.abspath(config.key_file)
     return config

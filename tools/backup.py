@@ -228,8 +228,10 @@ def cmd_import(args) -> int:
 
 
 def cmd_snapshot(args) -> int:
-    from engine import Store, StoreLockedError
+    from engine import StoreLockedError
     from engine.snapshot import snapshot_directory, snapshot_store
+
+    from .targets import open_local_store
 
     if args.remote:
         raise CLIError("snapshot copies a local data directory: run it where the server's "
@@ -238,7 +240,7 @@ def cmd_snapshot(args) -> int:
     if not os.path.isdir(data_dir):
         raise CLIError(f"data directory {data_dir} does not exist; pass --data-dir DIR")
     try:
-        store = Store.open(data_dir, fsync="always")
+        store = open_local_store(data_dir, args.key_file)
     except StoreLockedError:
         # A running server holds the directory: copy the append-only log without its lock.
         result = snapshot_directory(data_dir, args.dir)

@@ -4,6 +4,7 @@
     edgekv kv namespace|key|bulk ...     (tools/kv_commands.py, like `wrangler kv`)
     edgekv export|import|snapshot|stats  (tools/backup.py)
     edgekv verify|compact                (tools/maintenance.py, when the engine has them)
+    edgekv keys status|rotate|retire     (tools/keyring.py, encryption keys)
 
 Each subcommand lives in its own function; argparse builds ``--help`` (with an example) from
 the parser definitions below.
@@ -54,6 +55,13 @@ def _add_serve(sub) -> None:
     p.add_argument("--compaction-threshold", dest="compaction_threshold", type=float,
                    help="compact in the background when a sealed segment is this fraction "
                         "dead (default 0.5; 0 = only on demand)")
+    p.add_argument("--encryption", choices=("yes", "no"),
+                   help="encrypt data at rest with AES-256-GCM (default yes)")
+    p.add_argument("--key-file", dest="key_file",
+                   help="the encryption key ring (default $EDGEKV_KEY_FILE, else DATA_DIR.keys "
+                        "beside the data directory); keep a copy: without it the data is lost")
+    p.add_argument("--compression-threshold", dest="compression_threshold", type=int,
+                   help="zstd-compress values of at least this many bytes (0 = never)")
     p.add_argument("--segment-bytes", dest="segment_bytes", type=int,
                    help="rotate segment files at this size (default 64 MiB)")
     p.add_argument("--log-level", dest="log_level", default=None,
@@ -70,11 +78,14 @@ def cmd_serve(args) -> int:
         "requirepass": args.requirepass, "maxclients": args.maxclients, "min_ttl": args.min_ttl,
         "segment_bytes": args.segment_bytes, "log_level": args.log_level,
         "compaction_threshold": args.compaction_threshold,
+        "key_file": args.key_file, "compression_threshold": args.compression_threshold,
         "api_tokens": args.api_tokens, "api_read_tokens": args.api_read_tokens,
         "auth_email": args.auth_email, "auth_key": args.auth_key, "account_id": args.account_id,
     }
     if args.http_anonymous is not None:
         overrides["http_anonymous"] = args.http_anonymous == "yes"
+    if args.encryption is not None:
+        overrides["encryption"] = args.encryption == "yes"
     if args.protected_mode is not None:
         overrides["protected_mode"] = args.protected_mode == "yes"
     if args.http_port is not None:
@@ -109,11 +120,13 @@ def build_parser() -> argparse.ArgumentParser:
     sub.required = True
     _add_serve(sub)
     from .backup import add_backup
+    from .keyring import add_keyring
     from .kv_commands import add_kv
     from .maintenance import add_maintenance
     add_kv(sub)
     add_backup(sub)
     add_maintenance(sub)
+    add_keyring(sub)
     return parser
 
 

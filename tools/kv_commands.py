@@ -43,6 +43,9 @@ def target_options() -> argparse.ArgumentParser:
                         "$CLOUDFLARE_ACCOUNT_ID, else 'local')")
     g.add_argument("--local", action="store_true",
                    help="act on the local data directory (the default; for wrangler habits)")
+    g.add_argument("--key-file", dest="key_file", metavar="FILE",
+                   help="the local data directory's encryption key ring (default "
+                        "$EDGEKV_KEY_FILE, else DIR.keys beside the data directory)")
     return p
 
 

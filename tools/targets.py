@@ -133,8 +133,8 @@ class Target:
 class LocalTarget(Target):
     """The engine, on a data directory this process opens (and locks) itself."""
 
-    def __init__(self, data_dir: str, *, create: bool = True) -> None:
-        from engine import Store, StoreLockedError
+    def __init__(self, data_dir: str, *, create: bool = True, key_file: str | None = None) -> None:
+        from engine import StoreLockedError
 
         self.data_dir = data_dir
         self.description = data_dir
@@ -142,7 +142,7 @@ class LocalTarget(Target):
             raise CLIError(f"data directory {data_dir} does not exist; pass --data-dir DIR "
                            f"(or --remote redis://HOST:PORT for a running server)")
         try:
-            self.store = Store.open(data_dir, fsync="always")
+            self.store = open_local_store(data_dir, key_file)
         except StoreLockedError:
             raise CLIError(locked_message(data_dir)) from None
         except PermissionError as exc:
@@ -436,6 +436,15 @@ def _redacted(url: str) -> str:
     return url
 
 
+def open_local_store(data_dir: str, key_file: str | None = None):
+    """The engine on ``data_dir``, with its encryption key ring from ``--key-file`` when given
+    (else the engine's default: $EDGEKV_KEY_FILE, then ``DATA_DIR.keys``)."""
+    from engine import Store
+
+    options = {"key_file": key_file} if key_file else {}
+    return Store.open(data_dir, fsync="always", **options)
+
+
 def open_target(args, *, create: bool = True) -> Target:
     """The target the command line asked for (``--remote URL`` or ``--data-dir DIR``)."""
     remote = getattr(args, "remote", None)
@@ -450,4 +459,5 @@ def open_target(args, *, create: bool = True) -> Target:
             return open_rest_target(remote, args)
         raise CLIError(f"--remote takes a redis://[:PASSWORD@]HOST:PORT[/DB] or "
                        f"http(s)://HOST:PORT[/client/v4] URL, got {remote!r}", exit_code=2)
-    return LocalTarget(getattr(args, "data_dir", None) or DEFAULT_DATA_DIR, create=create)
+    return LocalTarget(getattr(args, "data_dir", None) or DEFAULT_DATA_DIR, create=create,
+                       key_file=getattr(args, "key_file", None))

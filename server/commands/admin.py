@@ -83,6 +83,7 @@ def info_sections(session) -> dict[str, list[tuple[str, object]]]:
             ("edgekv_fsyncs", st["fsync_count"]),
             ("edgekv_corrupt_records", st["corrupt_records"]),
             ("edgekv_recovery_seconds", f"{store.recovery.seconds:.3f}"),
+            *_encryption_fields(store),
         ],
         "stats": [
             ("total_connections_received", stats.total_connections),
@@ -276,6 +277,13 @@ def command_(session, args):
 
 
 # ---------------------------------------------------------------------------- persistence
+
+
+def _encryption_fields(store) -> list[tuple[str, object]]:
+    info = store.encryption_info() if hasattr(store, "encryption_info") else {}  # TODO-guard
+    return [("edgekv_encryption", "aes-256-gcm" if info.get("enabled") else "off"),
+            ("edgekv_active_key_id", info.get("active_key_id") or 0),
+            ("edgekv_compression_threshold", info.get("compression_threshold") or 0)]
 
 
 @command("time")

@@ -192,13 +192,45 @@ def kv_namespace(session, args):
 @command("kv.compact", op="PUT")
 def kv_compact(session, args):
     """Compaction runs in a worker thread: at a million keys it takes tens of seconds, and
-    requests keep flowing meanwhile.  INFO persistence reports its progress and last result."""
-    if not start_compaction(session.state):
+    requests keep flowing meanwhile.  INFO persistence reports its progress and last result.
+    ``REENCRYPT`` also rewrites segments still written under a retired-to-be key."""
+    reencrypt = False
+    for arg in args[1:]:
+        if arg.lower() != b"reencrypt":
+            raise CommandError(f"ERR syntax error near '{as_text(arg)}'")
+        reencrypt = True
+    if not start_compaction(session.state, reencrypt=reencrypt):
         raise CommandError("ERR a compaction is already running")
     return b"+Background compaction started\r\n"
 
 
-def start_compaction(state) -> bool:
+@command("kv.keyring", op="PUT")
+def kv_keyring(session, args):
+    """Encryption keys: which are in use, rotation and retirement (see docs/encryption.md)."""
+    sub = subcommand(session, args, "kv.keyring")
+    store = session.state.store
+    if sub == "status":
+        return reply(session, keyring_status(store))
+    if sub == "rotate":
+        return encode_int(store.rotate_key())
+    if sub == "retire":
+        try:
+            key_id = int(args[2])
+        except ValueError:
+            raise CommandError("ERR key id is not an integer or out of range") from None
+        store.retire_key(key_id)
+        return OK
+    return help_reply(session, "kv.keyring")
+
+
+def keyring_status(store) -> dict:
+    """The encryption settings and, per key id, how much stored data still needs it."""
+    info = dict(store.encryption_info())
+    info["usage"] = {str(key_id): usage for key_id, usage in sorted(store.key_usage().items())}
+    return info
+
+
+def start_compaction(state, *, reencrypt: bool = False) -> bool:
     """Start ``store.compact()`` in a thread unless one is running; record the outcome."""
     import threading
 
@@ -208,7 +240,8 @@ def start_compaction(state) -> bool:
 
     def run() -> None:
         try:
-            state.last_compaction = state.store.compact()
+            state.last_compaction = (state.store.compact(reencrypt=True) if reencrypt
+                                     else state.store.compact())
         except Exception as exc:  # reported through INFO; the store stays usable
             state.last_compaction = {"error": str(exc)}
         finally:
