@@ -33,11 +33,12 @@ class Result:
         return json.loads(self.stdout)
 
 
-def edgekv(*args, input: bytes | str | None = None, timeout: float = 120) -> Result:
+def edgekv(*args, input: bytes | str | None = None, timeout: float = 120,
+           env: dict | None = None) -> Result:
     if isinstance(input, str):
         input = input.encode("utf-8")
     proc = subprocess.run([sys.executable, "-m", "tools.cli", *map(str, args)], cwd=REPO,
-                          env=ENV, input=input if input is not None else b"",
+                          env={**ENV, **(env or {})}, input=input if input is not None else b"",
                           capture_output=True, timeout=timeout)
     return Result(proc.returncode, proc.stdout, proc.stderr.decode("utf-8", "replace"))
 
