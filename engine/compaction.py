@@ -10,7 +10,9 @@ Protocol (``docs/format.md`` has the on-disk side):
 2. **Copy** (no lock): scan the inputs and append each record that is still the live version
    (the index points at it, it has not expired; for the catalog, the namespace's current
    record or a namespace tombstone) verbatim, with its sequence number, to ``NNNNNNNN.seg.tmp``
-   outputs.  Liveness is a dict lookup, atomic under the GIL; a record found dead never comes
+   outputs; a record under another key than the active one (or plaintext, when encryption is
+   on) is sealed again with the active key instead (``reencrypt``), which is how a rotated key
+   falls out of use.  Liveness is a dict lookup, atomic under the GIL; a record found dead never comes
    back, and one that dies after the check is caught at step 4.
 3. **Commit**: fsync the outputs and their hint files (``.hint.tmp``), then write the manifest
    ``COMPACTION`` (temporary name, fsync, rename, fsync the directory).  Before the manifest
@@ -33,9 +35,11 @@ Crash points: ``_reach(name)`` is called after each step that changes the disk; 
 
 from __future__ import annotations
 
+import heapq
 import json
 import logging
 import os
+import sys
 import threading
 import time
 from typing import Callable
@@ -67,7 +71,17 @@ CRASH_POINTS = (
 #: A callable(name) run at every crash point; tests use it to kill or to observe.
 crash_hook: Callable[[str], None] | None = None
 
-_BATCH = 4096  # keys switched per lock hold; records copied between closed-store checks
+_BATCH = 4096  # records copied between closed-store checks
+# Bounded steps: compaction runs in a thread of the serving process and shares its GIL.  A
+# CPU-bound thread keeps the GIL until the waiting thread has asked for it for the whole switch
+# interval (5 ms), which would add up to 5 ms to a request that arrives meanwhile.  After each
+# step of this long, compaction sleeps briefly so a waiting thread takes the GIL at once.
+_STEP_S = 0.0005
+_PAUSE_S = 0.0001
+_SWITCH_INTERVAL_S = 0.0002
+_SWITCH_BATCH = 512  # keys pointed at their copies per hold of the store lock
+_SORT_RUN = 2048
+_PROGRESS_EVERY = 1024  # records between progress reports
 _WRITE_BUFFER = 1 << 20
 _RETIRED_GRACE_S = 5.0
 
@@ -142,15 +156,16 @@ def recover_directory(path: str) -> list[str]:
 class _Output:
     """An output segment being written under its temporary name."""
 
-    def __init__(self, directory: str, seg_no: int) -> None:
+    def __init__(self, directory: str, seg_no: int, codec=None) -> None:
         self.seg_no = seg_no
+        self.key_ids: set[int] = set()  # of the records copied in (see Store.key_usage)
         self.path = os.path.join(directory, segment_name(seg_no))
         self.hint_path = os.path.join(directory, hint_name(seg_no))
         self.fd = os.open(self.path + ".tmp", os.O_RDWR | os.O_CREAT | os.O_TRUNC, 0o600)
         self.size = 0
         self._pending: list[bytes] = []
         self._pending_bytes = 0
-        self.hint = HintWriter(seg_no)
+        self.hint = HintWriter(seg_no, codec)
         self._buffer(SEGMENT_HEADER.pack(SEGMENT_MAGIC, FORMAT_VERSION, 0, seg_no))
 
     def end(self) -> int:
@@ -191,9 +206,53 @@ class _Output:
                 pass
 
 
+class _Pacer:
+    """Work in bounded steps: ``tick()`` often; it sleeps ``_PAUSE_S`` after every ``_STEP_S``
+    of work, which releases the GIL to whichever thread is waiting for it."""
+
+    __slots__ = ("_step_end",)
+
+    def __init__(self) -> None:
+        self._step_end = time.perf_counter() + _STEP_S
+
+    def tick(self) -> None:
+        if time.perf_counter() >= self._step_end:
+            time.sleep(_PAUSE_S)
+            self._step_end = time.perf_counter() + _STEP_S
+
+
+def _presort_hint(hint: HintWriter, tick: Callable[[], None]) -> None:
+    """Sort a hint's entries by key in bounded steps, so that the sort inside
+    ``HintWriter.encode`` meets sorted input and takes one linear pass.  Sorting 100,000
+    scrambled keys in one C call holds the GIL for ~100 ms, which no switch interval can
+    interrupt; sorted runs of 2,048 and a merge in Python can be interrupted at any point."""
+    entries = getattr(hint, "_entries", None)
+    if not entries or len(entries) <= _SORT_RUN:
+        return
+    runs = []
+    for i in range(0, len(entries), _SORT_RUN):
+        runs.append(sorted(entries[i:i + _SORT_RUN], key=_first))
+        tick()
+    merged = []
+    for n, entry in enumerate(heapq.merge(*runs, key=_first)):
+        merged.append(entry)
+        if not n % 256:
+            tick()
+    hint._entries = merged
+
+
+def _first(entry: tuple):
+    return entry[0]
+
+
 class _Job:
-    def __init__(self, store, inputs: list[int], first_out: int, reserved: int) -> None:
+    def __init__(self, store, inputs: list[int], first_out: int, reserved: int,
+                 progress: Callable[[int, int], None] | None = None, *,
+                 reencrypt: bool = True) -> None:
         self.store = store
+        self.progress = progress
+        self.reencrypt = reencrypt
+        self.pacer = _Pacer()
         self.inputs = inputs
         self.next_out = first_out
         self.last_out = first_out + reserved - 1
@@ -211,7 +270,7 @@ class _Job:
     def _output_for(self) -> _Output:
         out = self.outputs[-1] if self.outputs else None
         if out is None or (out.end() >= self.store.segment_bytes and self.next_out <= self.last_out):
-            out = _Output(self.store.path, self.next_out)
+            out = _Output(self.store.path, self.next_out, self.store._codec)
             self.next_out += 1
             self.outputs.append(out)
         return out
@@ -222,16 +281,25 @@ class _Job:
         catalog_locations = store._catalog_locations
         now = store.clock_ms()
         reached = False
+        tick = self.pacer.tick
+        progress = self.progress
+        codec = store._codec
+        reencrypt = self.reencrypt
+        total = sum(store._segments[n].size for n in self.inputs)
+        done = 0  # bytes of the inputs already scanned
         for seg_no in self.inputs:
             seg = store._segments[seg_no]
-            for item in scan(seg, False):
+            for item in scan(seg, False, codec):
                 if isinstance(item, Damage):
                     raise StoreError(f"segment {seg_no} has a corrupt record at offset "
                                      f"{item.offset} ({item.reason}); compaction will not copy "
                                      f"around it: run repair first")
                 self.records_in += 1
+                tick()
                 if self.records_in % _BATCH == 0:
                     self._check_running()
+                if progress is not None and self.records_in % _PROGRESS_EVERY == 0:
+                    progress(done + item.offset, total)
                 header = item.header
                 size = rec.HEADER_SIZE + header.payload_len
                 loc = pack_location(seg_no, item.offset, size)
@@ -246,24 +314,45 @@ class _Job:
                 elif header.expire_ms and header.expire_ms <= now:
                     self.expired.append((ikey, loc))
                     continue
-                data = rec.HEADER.pack(*header) + bytes(item.payload)
+                flags, key_id = header.flags, header.key_id
+                if reencrypt and key_id != codec.key_id:
+                    # Under an older key (or plaintext): sealed again with the active key.
+                    data = codec.reseal(header, item.payload)
+                    _, _, flags, key_id, _, _, _ = rec.HEADER.unpack_from(data)
+                else:
+                    data = rec.HEADER.pack(*header) + bytes(item.stored)
+                new_size = len(data)
                 out = self._output_for()
                 offset = out.add(data)
-                new_loc = pack_location(out.seg_no, offset, size)
-                out.hint.add(ikey, new_loc, header.seq, header.flags, header.expire_ms, metadata)
+                out.key_ids.add(key_id)
+                new_loc = pack_location(out.seg_no, offset, new_size)
+                out.hint.add(ikey, new_loc, header.seq, flags, header.expire_ms, metadata, key_id)
                 self.records_out += 1
                 if header.flags & rec.FLAG_CATALOG:
                     if not header.flags & rec.FLAG_TOMBSTONE:
-                        self.catalog_moves.append((ns_id, loc, new_loc, size))
+                        self.catalog_moves.append((ns_id, loc, new_loc, new_size))
                 else:
-                    self.moves.append((ikey, loc, new_loc, size))
+                    self.moves.append((ikey, loc, new_loc, new_size))
                 if not reached:
                     out.flush()
                     reached = True
                     _reach("copying")
+            done += seg.size
+            if progress is not None:
+                progress(done, total)
+
+    def free(self) -> None:
+        """Drop the per-key lists in steps: freeing a million tuples and ints in one go, as
+        leaving the function would, holds the GIL for tens of milliseconds."""
+        for entries in [self.moves, self.expired,
+                        *(getattr(o.hint, "_entries", []) for o in self.outputs)]:
+            while entries:
+                del entries[-_SORT_RUN:]
+                self.pacer.tick()
 
     def finish_outputs(self) -> None:
         for out in self.outputs:
+            _presort_hint(out.hint, self.pacer.tick)
             out.finish()
         fsync_dir(self.store.path)
         _reach("outputs_synced")
@@ -272,9 +361,9 @@ class _Job:
         for out in self.outputs:
             out.discard()
 
-    def commit(self) -> None:
-        path = self.store.path
-        manifest = os.path.join(path, MANIFEST)
+    def write_manifest(self) -> None:
+        """The manifest under its temporary name: the last step that needs free space."""
+        manifest = os.path.join(self.store.path, MANIFEST)
         body = json.dumps({"version": MANIFEST_VERSION, "inputs": self.inputs,
                            "outputs": [o.seg_no for o in self.outputs]}).encode()
         fd = os.open(manifest + ".tmp", os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
@@ -283,6 +372,10 @@ class _Job:
             os.fsync(fd)
         finally:
             os.close(fd)
+
+    def commit(self) -> None:
+        path = self.store.path
+        manifest = os.path.join(path, MANIFEST)
         os.rename(manifest + ".tmp", manifest)
         fsync_dir(path)
         _reach("manifest_written")
@@ -301,20 +394,22 @@ class _Job:
                     os.close(out.fd)
                 return
             for out in self.outputs:
+                store._segment_key_ids[out.seg_no] = out.key_ids | {out.hint.key_id}
                 store._segments[out.seg_no] = SegmentFile(out.path, out.seg_no, out.fd, out.size,
                                                           sealed=True)
-        for start in range(0, len(self.moves), _BATCH):
+        for start in range(0, len(self.moves), _SWITCH_BATCH):
             with store._lock:
                 if store._closed:
                     return
                 locations = store._index._locations
-                for ikey, old, new, size in self.moves[start:start + _BATCH]:
+                for ikey, old, new, size in self.moves[start:start + _SWITCH_BATCH]:
                     if locations.get(ikey) == old:
                         locations[ikey] = new
                     else:
                         store._add_dead(new >> 42, size)
             if start == 0:
                 _reach("switching")
+            self.pacer.tick()
         with store._lock:
             if store._closed:
                 return
@@ -330,6 +425,7 @@ class _Job:
             for seg_no in self.inputs:
                 seg = store._segments.pop(seg_no, None)
                 store._dead_bytes.pop(seg_no, None)
+                store._segment_key_ids.pop(seg_no, None)
                 if seg is not None:
                     store._retired.append((now, seg))
 
@@ -350,6 +446,13 @@ class _Job:
         _reach("done")
 
 
+def _unlink_quietly(path: str) -> None:
+    try:
+        os.unlink(path)
+    except FileNotFoundError:
+        pass
+
+
 def close_retired(store, *, all_: bool = False) -> None:
     """Close descriptors of retired segments once no lock-free reader can still hold them."""
     now = time.monotonic()
@@ -362,8 +465,26 @@ def close_retired(store, *, all_: bool = False) -> None:
     store._retired = keep
 
 
-def compact(store) -> dict:
-    """Compact every segment below a freshly started active one; returns a summary."""
+def compact(store, progress: Callable[[int, int], None] | None = None, *,
+            reencrypt: bool = True) -> dict:
+    """Compact every segment below a freshly started active one; returns a summary.
+
+    ``progress(bytes_done, bytes_total)`` is called from the compacting thread while the
+    inputs are copied (their bytes scanned so far, of all of them).
+
+    Meanwhile the interpreter's switch interval is lowered to ``_SWITCH_INTERVAL_S``: the steps
+    that cannot pause (encoding a hint file, a batch of the index switch) then hand the GIL to a
+    waiting request after at most that long instead of 5 ms.
+    """
+    previous = sys.getswitchinterval()
+    sys.setswitchinterval(min(previous, _SWITCH_INTERVAL_S))
+    try:
+        return _compact(store, progress, reencrypt)
+    finally:
+        sys.setswitchinterval(previous)
+
+
+def _compact(store, progress: Callable[[int, int], None] | None, reencrypt: bool = True) -> dict:
     started = time.perf_counter()
     with store._compaction_lock:
         store._check_open()
@@ -381,12 +502,20 @@ def compact(store) -> dict:
             inputs = sorted(n for n in store._segments if n < first_out)
             bytes_before = sum(store._segments[n].size for n in inputs)
         _reach("reserved")
-        job = _Job(store, inputs, first_out, reserved)
+        job = _Job(store, inputs, first_out, reserved, progress, reencrypt=reencrypt)
+        manifest = os.path.join(store.path, MANIFEST)
         try:
             job.copy()
             job.finish_outputs()
-        except BaseException:
+            job.write_manifest()
+        except BaseException as exc:
+            # Before the commit point: remove every file this run made, so a full disk gets
+            # its space back and the store goes on as if compaction had never started.
             job.discard()
+            _unlink_quietly(manifest + ".tmp")
+            if isinstance(exc, OSError):
+                raise StoreError(f"compaction stopped and changed nothing: could not write "
+                                 f"to {store.path}: {os.strerror(exc.errno or 0)}") from exc
             raise
         try:
             job.commit()
@@ -397,6 +526,7 @@ def compact(store) -> dict:
             raise
         job.switch()
         job.retire_inputs()
+        job.free()
         bytes_after = sum(o.size for o in job.outputs)
         summary = _summary(len(inputs), len(job.outputs), bytes_before, bytes_after,
                            job.records_in - job.records_out, started)

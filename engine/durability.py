@@ -12,6 +12,8 @@ sequence number appended, ``durable_seq`` the last one known to be on disk, and
 A failed fsync is fatal for the write path (as in Redis >= 6.2 and PostgreSQL after
 "fsyncgate"): the kernel may already have dropped the dirty pages, so retrying could report
 success for data that is gone.  Every later write fails until the store is reopened.
+A full disk is different: a ``write`` that fails leaves nothing unknown behind (the store keeps
+the refused records buffered, ``UnflushedWritesError``), so writes work again once space returns.
 """
 
 from __future__ import annotations
@@ -22,6 +24,16 @@ from typing import Callable
 from .errors import WriteFailedError
 
 FSYNC_POLICIES = ("always", "everysec", "no")
+
+
+class UnflushedWritesError(WriteFailedError):
+    """The disk refused to take buffered records (it is full): no fsync failed, so this is not
+    fatal.  Everything before them was synced, up to ``synced_seq``; writes work again once a
+    flush succeeds."""
+
+    def __init__(self, message: str, synced_seq: int) -> None:
+        super().__init__(message)
+        self.synced_seq = synced_seq
 
 
 class GroupCommit:
@@ -91,11 +103,23 @@ class GroupCommit:
                     self.fsync_count += 1
                     if error is None:
                         self.durable_seq = max(self.durable_seq, target)
+                    elif isinstance(error, UnflushedWritesError):
+                        self.durable_seq = max(self.durable_seq, min(target, error.synced_seq))
                     else:
                         self.failure = error
                     cond.notify_all()
+                if isinstance(error, UnflushedWritesError) and self.durable_seq < seq:
+                    raise error
             if self.failure is not None and self.durable_seq < seq:
                 raise self.failure
+
+    def fail(self, error: WriteFailedError) -> None:
+        """Record an fsync that failed outside ``wait_durable`` (sealing a segment): just as
+        fatal."""
+        with self._cond:
+            if self.failure is None:
+                self.failure = error
+            self._cond.notify_all()
 
     def sync_now(self) -> None:
         self.wait_durable(self.written_seq)
@@ -106,7 +130,7 @@ class GroupCommit:
                 try:
                     self.sync_now()
                 except WriteFailedError:
-                    pass  # recorded in self.failure; writers see it
+                    pass  # fatal ones are in self.failure; writers see it
 
     def stop(self) -> None:
         self._stop.set()

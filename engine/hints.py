@@ -9,7 +9,9 @@ per record; entries are sorted by index key so building the sorted index costs o
 
 A hint is trusted only when its own xxh3-64 checksum, its segment number and the size of the
 segment it describes all match; otherwise recovery scans the segment as if there were no hint.
-``docs/format.md`` is the prose version of the layout.
+In an encrypted store the body (keys and metadata included) is sealed with AES-256-GCM like a
+record (``engine/codec.py``), the 28-byte header as associated data; a tag that fails is one
+more reason to scan instead.  ``docs/format.md`` is the prose version of the layout.
 """
 
 from __future__ import annotations
@@ -23,11 +25,18 @@ from itertools import accumulate, groupby
 
 import xxhash
 
+from .errors import StoreError
+
+#: record flags that make a hint entry "special": replayed from the record itself
+_SPECIAL = bytes(i & 0x09 for i in range(256))  # TOMBSTONE | CATALOG
+
 HINT_MAGIC = b"EDGEKVHT"
-HINT_VERSION = 1
+HINT_VERSION = 2
 HINT_SUFFIX = ".hint"
-#: magic, version, flags, segment number, entry count, size of the segment file it describes
-HINT_HEADER = struct.Struct("<8sHHIIQ")
+HINT_ENCRYPTED = 0x01
+#: magic, version, flags, key id (0 unless encrypted), segment number, entry count, size of the
+#: segment file it describes
+HINT_HEADER = struct.Struct("<8sHBBIIQ")
 HINT_HEADER_SIZE = HINT_HEADER.size  # 28
 _COUNT = struct.Struct("<I")
 _CHECKSUM = struct.Struct("<Q")
@@ -50,9 +59,11 @@ class Hint:
     keys: list  # index keys (2-byte namespace + key), sorted
     locations: list  # packed as the index packs them (engine/index.py), segment included
     seqs: list
-    flags: bytes  # record flags (tombstone, catalog)
+    flags: bytes  # record flags, as in each record's header
+    key_ids: bytes  # each record's key id (0: plaintext)
     expire_ms: dict  # entry position -> expiration, only for entries that have one
     metadata: dict  # entry position -> metadata JSON, only for entries that have some
+    sealed_with: int = 0  # key id the hint file itself is encrypted with (0: plaintext)
 
     def __len__(self) -> int:
         return len(self.keys)
@@ -68,13 +79,15 @@ class Hint:
 class HintWriter:
     """Collects entries while compaction copies records, then writes the file in one go."""
 
-    def __init__(self, seg_no: int) -> None:
+    def __init__(self, seg_no: int, codec=None) -> None:
         self.seg_no = seg_no
+        self.codec = codec if codec is not None and codec.encrypting else None
         self._entries: list[tuple] = []
+        self.key_id = 0  # the key the file was sealed with, once written (0: plaintext)
 
     def add(self, ikey: bytes, location: int, seq: int, flags: int, expire_ms: int,
-            metadata: bytes) -> None:
-        self._entries.append((ikey, location, seq, flags, expire_ms, metadata))
+            metadata: bytes, key_id: int = 0) -> None:
+        self._entries.append((ikey, location, seq, flags, expire_ms, metadata, key_id))
 
     def encode(self, segment_size: int) -> bytes:
         entries = sorted(self._entries, key=lambda e: e[0])
@@ -83,19 +96,31 @@ class HintWriter:
         locations = array("Q", (e[1] for e in entries))
         seqs = array("Q", (e[2] for e in entries))
         flags = bytes(e[3] for e in entries)
+        key_ids = bytes(e[6] for e in entries)
         exp = [(i, e[4]) for i, e in enumerate(entries) if e[4]]
         meta = [(i, e[5]) for i, e in enumerate(entries) if e[5]]
+        codec = self.codec
+
+        def header_for(key_id: int) -> bytes:
+            return HINT_HEADER.pack(HINT_MAGIC, HINT_VERSION, HINT_ENCRYPTED if key_id else 0,
+                                    key_id, self.seg_no, n, segment_size)
+
         parts = [
-            HINT_HEADER.pack(HINT_MAGIC, HINT_VERSION, 0, self.seg_no, n, segment_size),
             _le(key_lens), b"".join(e[0] for e in entries),
-            _le(locations), _le(seqs), flags,
+            _le(locations), _le(seqs), flags, key_ids,
             _COUNT.pack(len(exp)), _le(array("I", (i for i, _ in exp))),
             _le(array("Q", (m for _, m in exp))),
             _COUNT.pack(len(meta)), _le(array("I", (i for i, _ in meta))),
             _le(array("H", (len(m) for _, m in meta))), b"".join(m for _, m in meta),
         ]
         body = b"".join(parts)
-        return body + _CHECKSUM.pack(xxhash.xxh3_64_intdigest(body))
+        if codec is not None:
+            header, body = codec.seal_blob(body, header_for)
+            self.key_id = HINT_HEADER.unpack_from(header)[3]
+        else:
+            header = header_for(0)
+        data = header + body
+        return data + _CHECKSUM.pack(xxhash.xxh3_64_intdigest(data))
 
     def write(self, path: str, segment_size: int) -> None:
         """Write and fsync ``path`` (a temporary name: the caller renames it into place)."""
@@ -125,23 +150,23 @@ def _from_le(typecode: str, data: bytes) -> array:
     return arr
 
 
-def read_hint(path: str, seg_no: int, segment_size: int) -> Hint:
+def read_hint(path: str, seg_no: int, segment_size: int, codec=None) -> Hint:
     """Load and validate a hint file; raises ``HintError`` saying what is wrong with it."""
     try:
         with open(path, "rb") as f:
             data = f.read()
     except OSError as exc:
         raise HintError(f"cannot read {path}: {os.strerror(exc.errno or 0)}") from None
-    return parse_hint(data, seg_no, segment_size)
+    return parse_hint(data, seg_no, segment_size, codec)
 
 
-def parse_hint(data: bytes, seg_no: int, segment_size: int | None) -> Hint:
+def parse_hint(data: bytes, seg_no: int, segment_size: int | None, codec=None) -> Hint:
     if len(data) < HINT_HEADER_SIZE + _CHECKSUM.size:
         raise HintError(f"hint of segment {seg_no} is truncated ({len(data)} bytes)")
     (stored,) = _CHECKSUM.unpack_from(data, len(data) - _CHECKSUM.size)
     if xxhash.xxh3_64_intdigest(memoryview(data)[:-_CHECKSUM.size]) != stored:
         raise HintError(f"hint of segment {seg_no} fails its checksum")
-    magic, version, _flags, stored_no, n, size = HINT_HEADER.unpack_from(data, 0)
+    magic, version, hflags, key_id, stored_no, n, size = HINT_HEADER.unpack_from(data, 0)
     if magic != HINT_MAGIC:
         raise HintError(f"hint of segment {seg_no} has bad magic {magic!r}")
     if version != HINT_VERSION:
@@ -151,6 +176,15 @@ def parse_hint(data: bytes, seg_no: int, segment_size: int | None) -> Hint:
     if segment_size is not None and size != segment_size:
         raise HintError(f"hint of segment {seg_no} describes {size} bytes, the segment has "
                         f"{segment_size}")
+    if hflags & HINT_ENCRYPTED:
+        if codec is None:
+            raise HintError(f"hint of segment {seg_no} is encrypted and encryption is off")
+        try:
+            data = bytes(HINT_HEADER_SIZE) + codec.open_blob(
+                key_id, memoryview(data)[HINT_HEADER_SIZE:-_CHECKSUM.size],
+                data[:HINT_HEADER_SIZE]) + bytes(_CHECKSUM.size)
+        except (ValueError, KeyError, StoreError) as exc:  # tag failed, or no such key
+            raise HintError(f"hint of segment {seg_no} cannot be opened: {exc}") from None
     try:
         pos = HINT_HEADER_SIZE
 
@@ -170,6 +204,7 @@ def parse_hint(data: bytes, seg_no: int, segment_size: int | None) -> Hint:
         locations = _from_le("Q", take(8 * n)).tolist()
         seqs = _from_le("Q", take(8 * n)).tolist()
         flags = take(n)
+        key_ids = take(n)
         (n_exp,) = _COUNT.unpack(take(4))
         exp_idx = _from_le("I", take(4 * n_exp))
         exp_ms = _from_le("Q", take(8 * n_exp))
@@ -188,8 +223,9 @@ def parse_hint(data: bytes, seg_no: int, segment_size: int | None) -> Hint:
             raise HintError(f"hint of segment {seg_no} has locations in another segment")
     except struct.error as exc:
         raise HintError(f"hint of segment {seg_no} is malformed: {exc}") from None
-    return Hint(seg_no, size, keys, locations, seqs, flags, dict(zip(exp_idx, exp_ms)),
-                dict(zip(meta_idx, metas)))
+    return Hint(seg_no, size, keys, locations, seqs, flags, key_ids,
+                dict(zip(exp_idx, exp_ms)), dict(zip(meta_idx, metas)),
+                key_id if hflags & HINT_ENCRYPTED else 0)
 
 
 def apply_hint(store, seg, hint: Hint, latest, catalog_latest: dict) -> None:
@@ -204,7 +240,7 @@ def apply_hint(store, seg, hint: Hint, latest, catalog_latest: dict) -> None:
 
     n = len(hint)
     seg_no = hint.seg_no
-    flags = hint.flags
+    flags = hint.flags.translate(_SPECIAL)
     special = [m.start() for m in re.finditer(rb"[^\x00]", flags)]
     replays = []
     for i in special:
@@ -222,6 +258,16 @@ def apply_hint(store, seg, hint: Hint, latest, catalog_latest: dict) -> None:
                                                                 header.checksum)):
             raise HintError(f"hint of segment {seg_no}: record at offset {offset} does not "
                             f"match it")
+        if header.flags & rec.FLAG_ENCRYPTED:
+            if store._codec is None:
+                raise HintError(f"hint of segment {seg_no}: encrypted record, encryption is off")
+            try:
+                plain = store._codec.open(buf, 0, header.key_id, header.payload_len)
+            except ValueError as exc:
+                raise HintError(f"hint of segment {seg_no}: record at offset {offset}: "
+                                f"{exc}") from None
+            replays.append(ScannedRecord(offset, header, plain, memoryview(buf)[rec.HEADER_SIZE:]))
+            continue
         replays.append(ScannedRecord(offset, header, memoryview(buf)[rec.HEADER_SIZE:]))
     top = max(hint.seqs, default=0)
     if top > store._seq:

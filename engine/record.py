@@ -11,7 +11,8 @@ A record is a fixed 32-byte header followed by a payload::
     16     8    seq          store-wide sequence number, strictly increasing in log order
     24     8    expire_ms    expiration, milliseconds since the epoch; 0 = never
 
-    payload (plaintext form; COMPRESSED/ENCRYPTED transform it as a whole, see payload codec):
+    payload, plaintext form (engine/codec.py transforms it: COMPRESSED makes the value part a
+    zstd frame; ENCRYPTED stores nonce || AES-256-GCM(payload) || tag, header[8:32] as AAD):
     0      2    key_len
     2      2    meta_len     bytes of metadata JSON text (0 = no metadata)
     4      2    ns           namespace number, BIG-endian (0 is the catalog)

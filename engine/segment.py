@@ -179,7 +179,15 @@ def _describe_os_error(action: str, path: str, exc: OSError) -> str:
 class ScannedRecord:
     offset: int
     header: rec.RecordHeader
-    payload: memoryview  # valid only until the scan moves on
+    #: the plaintext payload (decrypted when the record is encrypted; a value flagged
+    #: COMPRESSED is still compressed); a memoryview is valid only until the scan moves on
+    payload: memoryview | bytes
+    #: the payload as stored (the same object as ``payload`` for plaintext records)
+    raw: memoryview | None = None
+
+    @property
+    def stored(self):
+        return self.payload if self.raw is None else self.raw
 
 
 @dataclass(frozen=True, slots=True)
@@ -220,11 +228,16 @@ def _resync(buf, start: int, end: int) -> int | None:
         pos = hit
 
 
-def scan(segment: SegmentFile, is_last: bool) -> Iterator[ScannedRecord | Damage]:
+def scan(segment: SegmentFile, is_last: bool, codec=None) -> Iterator[ScannedRecord | Damage]:
     """Yield every valid record of ``segment`` in order, and a Damage for every bad stretch.
 
     A torn tail (only possible when ``is_last``) is yielded as ``Damage(torn_tail=True)`` and
     ends the scan; the caller truncates the file at its offset.
+
+    Encrypted records are opened with ``codec`` (``engine/codec.py``).  One whose checksum is
+    right but whose authentication tag fails is a Damage like a checksum failure (never torn:
+    a torn write cannot produce a valid checksum); a record under a key the codec lacks, or
+    any encrypted record without a codec, stops the scan with a ``StoreError``.
     """
     end = os.fstat(segment.fd).st_size
     if end <= SEGMENT_HEADER_SIZE:
@@ -236,9 +249,23 @@ def scan(segment: SegmentFile, is_last: bool) -> Iterator[ScannedRecord | Damage
             if header is not None:
                 payload_start = offset + rec.HEADER_SIZE
                 payload_end = payload_start + header.payload_len
+                plain = None
+                if header.flags & rec.FLAG_ENCRYPTED:
+                    if codec is None:
+                        raise StoreError(f"segment {segment.path} holds encrypted records; open "
+                                         f"the store with encryption on and its key file")
+                    try:
+                        plain = codec.open(buf, offset, header.key_id, header.payload_len)
+                    except ValueError as exc:  # codec.PayloadError: the tag failed
+                        yield Damage(segment.seg_no, offset, payload_end - offset, str(exc))
+                        offset = payload_end
+                        continue
                 view = memoryview(buf)[payload_start:payload_end]
                 try:
-                    yield ScannedRecord(offset, header, view)
+                    if plain is None:
+                        yield ScannedRecord(offset, header, view)
+                    else:
+                        yield ScannedRecord(offset, header, plain, view)
                 finally:
                     view.release()
                 offset = payload_end

@@ -22,6 +22,14 @@ the lock, a listing taken while a compaction commits could pair outputs with onl
 inputs; ``snapshot_directory`` therefore waits while a compaction manifest exists and starts
 over when a listed segment disappears before it was linked.  Hint files of sealed segments are
 linked too (they are only an accelerator: recovery checks each against its segment).
+
+An encrypted store's ``KEYCHECK`` is copied last (it lists every key id the copied segments
+can use, because a key id enters it before any record uses it).  The snapshot then gets its
+keys at its default key file (``<dest>.keys``): the keys it needs plus a new one of its own that
+it writes with, never a plain copy of the key file in use, which would let two stores count the
+same nonces (``crypto.keys_for_copy``).  When both share one key file (``$EDGEKV_KEY_FILE``),
+the key file records instead that the snapshot needs those keys, so retiring one in the
+original store keeps it.
 """
 
 from __future__ import annotations
@@ -31,6 +39,7 @@ import os
 import shutil
 import time
 
+from . import crypto
 from .compaction import MANIFEST
 from .errors import StoreError
 from .hints import hint_name
@@ -39,11 +48,23 @@ from .segment import SEGMENT_HEADER_SIZE, fsync_dir, parse_segment_name, segment
 _COPY_CHUNK = 4 * 1024 * 1024
 
 
-def _prepare(dest: str) -> None:
+def _prepare(dest: str, source_key_file: str | None = None) -> None:
     if os.path.exists(dest) and (not os.path.isdir(dest) or os.listdir(dest)):
         raise StoreError(f"snapshot destination {dest} exists and is not an empty directory; "
                          f"choose a new path")
+    dest_keys = crypto.default_key_file(dest)
+    if source_key_file and dest_keys != source_key_file and os.path.exists(dest_keys):
+        raise StoreError(f"{dest_keys} already exists; the snapshot's key file goes there, "
+                         f"choose a new path")
     os.makedirs(dest, exist_ok=True)
+
+
+def _source_key_file(src: str, key_file: str | None) -> str | None:
+    """The key file of an encrypted source directory, or None for a plaintext one."""
+    check = crypto.read_keycheck(src)
+    if not check or not check.get("encrypted"):
+        return None
+    return crypto.resolve_key_file(src, key_file)
 
 
 def _link_or_copy(src: str, dst: str) -> bool:
@@ -88,6 +109,12 @@ def _link_hint(src_dir: str, dest: str, seg_no: int) -> None:
         pass  # no hint (or compaction just removed it): recovery scans the segment instead
 
 
+def _copy_key_check(src_dir: str, dest: str) -> None:
+    source = os.path.join(src_dir, crypto.KEYCHECK)
+    if os.path.exists(source):
+        _copy_prefix(source, os.path.join(dest, crypto.KEYCHECK), os.path.getsize(source))
+
+
 def _finish(dest: str, linked: int, copied: int, copied_bytes: int) -> dict:
     fsync_dir(dest)
     return {"path": os.path.abspath(dest), "linked_segments": linked,
@@ -95,8 +122,10 @@ def _finish(dest: str, linked: int, copied: int, copied_bytes: int) -> dict:
 
 
 def snapshot_store(store, dest: str) -> dict:
-    """Snapshot an open store into the new or empty directory ``dest``."""
-    _prepare(dest)
+    """Snapshot an open store into the new or empty directory ``dest`` (its keys, when the
+    store is encrypted, in ``dest``'s default key file: see the module docstring)."""
+    source_keys = store._ring.key_file if store._ring is not None else None
+    _prepare(dest, source_keys)
     linked = copied = copied_bytes = 0
     with store._lock:
         store._check_open()
@@ -117,16 +146,25 @@ def snapshot_store(store, dest: str) -> dict:
                     copied += 1
                     copied_bytes += seg.size
                 _link_hint(store.path, dest, seg_no)
+        _copy_key_check(store.path, dest)
+    if source_keys:
+        crypto.keys_for_copy(source_keys, dest)
     return _finish(dest, linked, copied, copied_bytes)
 
 
-def snapshot_directory(src: str, dest: str, *, timeout: float = 60.0) -> dict:
-    """Snapshot a data directory that another process may be writing to (and compacting)."""
-    _prepare(dest)
+def snapshot_directory(src: str, dest: str, *, timeout: float = 60.0,
+                       key_file: str | None = None) -> dict:
+    """Snapshot a data directory that another process may be writing to (and compacting);
+    ``key_file``: the source's, as for ``Store.open``."""
+    source_keys = _source_key_file(src, key_file)
+    _prepare(dest, source_keys)
     deadline = time.monotonic() + timeout
     while True:
         try:
-            return _snapshot_listing(src, dest)
+            result = _snapshot_listing(src, dest)
+            if source_keys:
+                crypto.keys_for_copy(source_keys, dest)
+            return result
         except _Retry as why:
             if time.monotonic() > deadline:
                 raise StoreError(f"could not take a stable snapshot of {src} within "
@@ -167,6 +205,7 @@ def _snapshot_listing(src: str, dest: str) -> dict:
                 copied += 1
                 copied_bytes += os.path.getsize(source)
             _link_hint(src, dest, seg_no)
+        _copy_key_check(src, dest)
     except FileNotFoundError as exc:
         raise _Retry(f"segment {exc.filename} was compacted away while copying") from None
     return _finish(dest, linked, copied, copied_bytes)

@@ -29,17 +29,19 @@ import json
 import logging
 from contextlib import contextmanager
 import os
+import struct
 import threading
 import time
 from dataclasses import dataclass, field
 from typing import Callable
 
-from . import compaction, hints
+from . import compaction, crypto, hints
 from . import record as rec
 from . import semantics
+from .codec import DEFAULT_COMPRESSION_THRESHOLD, PayloadCodec
 from .catalog import (CATALOG_NS, DEFAULT_TITLE, Catalog, NamespaceInfo, encode_deletion,
                       encode_entry, new_namespace_id)
-from .durability import GroupCommit
+from .durability import GroupCommit, UnflushedWritesError
 from .errors import (CorruptionError, NamespaceNotFoundError, StoreClosedError,
                      StoreError, TooManyRequestsError, WriteFailedError)
 from .expiry import ExpiryTracker
@@ -59,6 +61,7 @@ _CHECKSUM_PACK = rec.CHECKSUM.pack
 _KEY_START = rec.HEADER_SIZE + rec.PAYLOAD_PREFIX_SIZE
 _PREFIX_UNPACK = rec.PAYLOAD_PREFIX.unpack_from
 _CHECKSUM = rec.xxhash.xxh3_64_intdigest
+_TRANSFORMED = rec.FLAG_ENCRYPTED | rec.FLAG_COMPRESSED
 
 MIB = 1024 * 1024
 DEFAULT_SEGMENT_BYTES = 64 * MIB
@@ -174,6 +177,11 @@ class Store:
         self._closing = False
         self._retired: list[tuple[float, SegmentFile]] = []  # unlinked, closed after a grace
         self._compactor: compaction.AutoCompactor | None = None
+        self._ring: crypto.KeyRing | None = None  # None: encryption off
+        self._codec = PayloadCodec(None, 0)
+        self._encode = None  # codec.encode when records are transformed, else the inline path
+        #: key ids (0 = plaintext) of the records and hint file of each segment
+        self._segment_key_ids: dict[int, set[int]] = {}
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -181,13 +189,20 @@ class Store:
     def open(cls, path: str, *, fsync: str = "always", segment_bytes: int = DEFAULT_SEGMENT_BYTES,
              limits: semantics.Limits | None = None, clock: Callable[[], int] | None = None,
              write_rate_limit: bool = False, compaction_threshold: float | None = None,
-             compaction_interval: float = 1.0) -> "Store":
+             compaction_interval: float = 1.0, encryption: bool = True,
+             key_file: str | None = None,
+             compression_threshold: int = DEFAULT_COMPRESSION_THRESHOLD) -> "Store":
         """Open (creating if needed) the data directory at ``path`` and recover its contents.
 
         ``fsync``: ``always`` (default; a write returns once it is on disk), ``everysec`` or
         ``no``.  ``clock``: a function returning epoch milliseconds, for tests.
         ``compaction_threshold``: compact in the background when a sealed segment has this
         fraction of dead bytes, checked every ``compaction_interval`` seconds; 0/None: never.
+        ``encryption``: seal every record with AES-256-GCM (default); the key file is
+        ``key_file``, else ``$EDGEKV_KEY_FILE``, else ``<path>.keys``, created for a new store
+        (``engine/crypto.py``, ``docs/encryption.md``).  An encrypted store refuses to open
+        without its key or with ``encryption=False``.  ``compression_threshold``: values of
+        at least this many bytes are stored zstd-compressed when that saves space; 0: never.
         """
         os.makedirs(path, exist_ok=True)
         store = cls(path, fsync=fsync, segment_bytes=segment_bytes,
@@ -195,7 +210,18 @@ class Store:
                     write_rate_limit=write_rate_limit)
         store._dir_lock.acquire()
         try:
+            store._ring = crypto.load_key_ring(store.path, encryption=encryption,
+                                               key_file=key_file)
+            store._codec = PayloadCodec(store._ring, compression_threshold)
+            if store._ring is not None or compression_threshold:
+                store._encode = store._codec.encode
             store._recover()
+            if store._ring is not None:
+                # A fresh epoch, durable in the key file and KEYCHECK, before any write.
+                store._ring.activate()
+                store._codec.refresh_keys()
+            store._segment_key_ids.setdefault(store._active.seg_no, set()).add(
+                store._codec.key_id)
             store._closed = False
             store._commit.start()
             store._persist_adopted_orphans()
@@ -220,7 +246,13 @@ class Store:
             self._closed = True
             try:
                 if self._commit.failure is None and self._active is not None:
-                    self._flush_wbuf()
+                    try:
+                        self._flush_wbuf()
+                    except WriteFailedError as exc:
+                        # The disk is still full: these records' writers were already told
+                        # their writes failed, so nothing acknowledged is dropped here.
+                        log.error("closing %s: dropping %d bytes of writes the disk refused "
+                                  "(never acknowledged): %s", self.path, len(self._wbuf), exc)
                     self._active.sync()
             finally:
                 self._release_files()
@@ -269,11 +301,13 @@ class Store:
             if not is_last and hints.hint_name(seg_no) in hint_names:
                 if self._load_hint(seg, latest, catalog_latest):
                     continue
-            for item in scan(seg, is_last):
+            key_ids = self._segment_key_ids[seg_no] = set()
+            for item in scan(seg, is_last, self._codec):
                 if isinstance(item, Damage):
                     self._note_damage(seg, item, report)
                     continue
                 report.records += 1
+                key_ids.add(item.header.key_id)
                 self._replay(seg_no, item, latest, catalog_latest)
         versions = sorted((seq, ns_id, loc, value, tombstone)
                           for ns_id, found in catalog_latest.items()
@@ -308,7 +342,7 @@ class Store:
         cannot be trusted, and the caller scans the segment instead."""
         path = os.path.join(self.path, hints.hint_name(seg.seg_no))
         try:
-            hint = hints.read_hint(path, seg.seg_no, seg.size)
+            hint = hints.read_hint(path, seg.seg_no, seg.size, self._codec)
             hints.apply_hint(self, seg, hint, latest, catalog_latest)
         except hints.HintError as exc:
             log.warning("%s; scanning segment %d instead", exc, seg.seg_no)
@@ -316,6 +350,7 @@ class Store:
             return False
         self.recovery.hints_loaded += 1
         self.recovery.records += len(hint)
+        self._segment_key_ids[seg.seg_no] = set(hint.key_ids) | {hint.sealed_with}
         return True
 
     def _repair_headerless_tail(self, seg_no: int) -> None:
@@ -350,18 +385,11 @@ class Store:
         written again.
         """
         head = seg.read(damage.offset, min(damage.length, rec.HEADER_SIZE + 2048))
-        if len(head) < rec.HEADER_SIZE + rec.PAYLOAD_PREFIX_SIZE:
+        named = self._codec.damaged_index_key(head)
+        if named is None:
             return
-        header = rec.parse_header(head)
-        if (header.magic != rec.RECORD_MAGIC or header.flags & ~rec.KNOWN_FLAGS
-                or header.flags & (rec.FLAG_CATALOG | rec.FLAG_ENCRYPTED | rec.FLAG_COMPRESSED)
-                or rec.HEADER_SIZE + header.payload_len > damage.length):
-            return
-        try:
-            ikey, _ = rec.decode_index_key_meta(memoryview(head)[rec.HEADER_SIZE:])
-        except ValueError:
-            return
-        if not 2 < len(ikey) <= 514 or ikey[:2] == b"\0\0":
+        header, ikey = named
+        if rec.HEADER_SIZE + header.payload_len > damage.length:
             return
         self._damaged.append((ikey, header.seq,
                               pack_location(seg.seg_no, damage.offset,
@@ -490,6 +518,7 @@ class Store:
             raise WriteFailedError(f"could not create segment {seg_no} in {self.path}: "
                                    f"{os.strerror(exc.errno or 0)}") from exc
         self._segments[seg_no] = seg
+        self._segment_key_ids[seg_no] = {self._codec.key_id}
         return seg
 
     def _rotate(self, next_no: int | None = None) -> None:
@@ -497,19 +526,32 @@ class Store:
         Compaction passes ``next_no`` to leave the numbers in between for its outputs."""
         old = self._active
         self._flush_wbuf()
-        old.sync()  # first: a torn tail must never end up in a sealed segment
+        try:
+            old.sync()  # first: a torn tail must never end up in a sealed segment
+        except WriteFailedError as exc:
+            self._commit.fail(exc)  # as fatal as a failed fsync anywhere else
+            raise
         new = self._new_segment(next_no or old.seg_no + 1)
         old.sealed = True
         self._active = new
         log.info("sealed segment %d (%d bytes); writing to %d", old.seg_no, old.size, new.seg_no)
 
     def _sync_active(self) -> None:
+        unflushed = None
         if self._wbuf:
             with self._lock:
-                self._flush_wbuf()
+                try:
+                    self._flush_wbuf()
+                except WriteFailedError as exc:
+                    # A full disk, not a failed fsync: sync what did reach the file and say
+                    # how far that goes; the refused records stay buffered until space returns.
+                    first_seq = rec.parse_header(bytes(self._wbuf[:rec.HEADER_SIZE])).seq
+                    unflushed = UnflushedWritesError(exc.message, first_seq - 1)
         seg = self._active
         if seg is not None:
             seg.sync()
+        if unflushed is not None:
+            raise unflushed
 
     # ------------------------------------------------------------------ write batching
 
@@ -632,7 +674,11 @@ class Store:
             flags = ((rec.FLAG_TOMBSTONE if w.tombstone else 0)
                      | (rec.FLAG_CATALOG if w.catalog else 0))
             value = w.value
-            if len(value) >= _LARGE_VALUE:
+            if self._encode is not None:
+                data = self._encode(seq, flags, w.expire_ms, w.ns, w.key, w.metadata, value)
+                size = len(data)
+                pending.append(data)
+            elif len(value) >= _LARGE_VALUE:
                 parts, size = rec.encode_parts(seq, flags, w.expire_ms, w.ns, w.key, w.metadata,
                                                value)
                 pending.extend(parts)
@@ -713,13 +759,19 @@ class Store:
                     or offset >= self.segment_bytes or len(value) >= _LARGE_VALUE):
                 return self.write([Write(ns, key, value, expire_ms, metadata)], durable=durable)
             seq = self._seq + 1
-            key_len = len(key)
-            meta_len = len(metadata)
-            body = b"".join((
-                _TAIL_PACK(rec.RECORD_MAGIC, 0, 0, _PREFIX_SIZE + key_len + meta_len + len(value),
-                           seq, expire_ms),
-                _PREFIX_PACK(key_len, meta_len, ns >> 8, ns & 0xFF), key, metadata, value))
-            data = _CHECKSUM_PACK(_CHECKSUM(body)) + body
+            encode = self._encode
+            if encode is None:
+                key_len = len(key)
+                meta_len = len(metadata)
+                body = b"".join((
+                    _TAIL_PACK(rec.RECORD_MAGIC, 0, 0,
+                               _PREFIX_SIZE + key_len + meta_len + len(value), seq, expire_ms),
+                    _PREFIX_PACK(key_len, meta_len, ns >> 8, ns & 0xFF), key, metadata, value))
+                data = _CHECKSUM_PACK(_CHECKSUM(body)) + body
+                ikey = data[_KEY_START - 2:_KEY_START + key_len]  # namespace (big-endian) + key
+            else:
+                data = encode(seq, 0, expire_ms, ns, key, metadata, value)
+                ikey = ns.to_bytes(2, "big") + key
             size = len(data)
             if self._batch_depth and self._flush_error is None:
                 if not self._wbuf:
@@ -740,7 +792,6 @@ class Store:
                                       durable=durable)
             seg.size = offset + size
             self._seq = seq
-            ikey = data[_KEY_START - 2:_KEY_START + key_len]  # namespace (big-endian) + key
             loc = (seg.seg_no << 42) | (offset << 14) | (size if size < 16384 else 0)
             locations = self._index._locations
             old = locations.get(ikey)
@@ -869,16 +920,29 @@ class Store:
             entry = self.read_entry(ns, key)  # not written to the file yet
             return None if entry is None else entry.value
         buf = os.pread(seg.fd, size, offset)
-        checksum, magic, flags, _kid, plen, _seq, _exp = _HEADER_UNPACK(buf)
-        if (len(buf) != size or flags or magic != rec.RECORD_MAGIC
+        checksum, magic, flags, kid, plen, _seq, _exp = _HEADER_UNPACK(buf)
+        if (len(buf) != size or flags & ~_TRANSFORMED or magic != rec.RECORD_MAGIC
                 or _CHECKSUM(buf[8:]) != checksum):
             entry = self.read_entry(ns, key)  # verifies again, raises CorruptionError
             return None if entry is None else entry.value
-        key_len, meta_len, _hi, _lo = _PREFIX_UNPACK(buf, rec.HEADER_SIZE)
-        start = rec.HEADER_SIZE + rec.PAYLOAD_PREFIX_SIZE
+        start = _KEY_START
+        if flags & rec.FLAG_ENCRYPTED:
+            try:
+                buf = self._codec.open_record(buf, kid, plen)
+            except ValueError:  # the tag failed: the full path reports it as corruption
+                entry = self.read_entry(ns, key)
+                return None if entry is None else entry.value
+            start = rec.PAYLOAD_PREFIX_SIZE
+        key_len, meta_len, _hi, _lo = _PREFIX_UNPACK(buf, start - rec.PAYLOAD_PREFIX_SIZE)
         if buf[start - 2:start + key_len] != ikey:
             entry = self.read_entry(ns, key)
             return None if entry is None else entry.value
+        if flags & rec.FLAG_COMPRESSED:
+            try:
+                return self._codec.value(buf[start + key_len + meta_len:], flags)
+            except ValueError:
+                entry = self.read_entry(ns, key)
+                return None if entry is None else entry.value
         return buf[start + key_len + meta_len:]
 
     def _read_record(self, loc: int) -> rec.Record:
@@ -901,8 +965,20 @@ class Store:
                 or not rec.verify(buf, 0, header.payload_len, header.checksum)):
             raise CorruptionError(f"record at segment {seg_no} offset {offset} failed its checksum; "
                                   f"it is not served", segment=seg_no, offset=offset)
-        ns, key, metadata, value = rec.decode_payload(memoryview(buf)[rec.HEADER_SIZE:])
-        return rec.Record(header.seq, header.flags, header.expire_ms, ns, key, metadata, value)
+        flags = header.flags
+        if not flags & _TRANSFORMED:
+            ns, key, metadata, value = rec.decode_payload(memoryview(buf)[rec.HEADER_SIZE:])
+            return rec.Record(header.seq, flags, header.expire_ms, ns, key, metadata, value)
+        try:
+            payload = (self._codec.open(buf, 0, header.key_id, header.payload_len)
+                       if flags & rec.FLAG_ENCRYPTED else memoryview(buf)[rec.HEADER_SIZE:])
+            ns, key, metadata, value = rec.decode_payload(payload)
+            value = self._codec.value(value, flags)
+        except ValueError as exc:  # a failed tag is reported exactly as a failed checksum
+            raise CorruptionError(f"record at segment {seg_no} offset {offset} failed its checksum "
+                                  f"({exc}); it is not served", segment=seg_no,
+                                  offset=offset) from None
+        return rec.Record(header.seq, flags, header.expire_ms, ns, key, metadata, value)
 
     def expiration_ms(self, ns: int, key: bytes) -> int:
         with self._lock:
@@ -1031,12 +1107,119 @@ class Store:
 
     # ------------------------------------------------------------------ compaction
 
-    def compact(self) -> dict:
+    def compact(self, progress: Callable[[int, int], None] | None = None, *,
+                reencrypt: bool = True) -> dict:
         """Rewrite every segment's live records into new segments and drop the rest
         (``engine/compaction.py``).  Reads and writes go on meanwhile.  Returns a summary:
         ``segments_in``, ``segments_out``, ``bytes_before``, ``bytes_after``,
-        ``records_dropped``, ``seconds``."""
-        return compaction.compact(self)
+        ``records_dropped``, ``seconds``.  ``progress(bytes_done, bytes_total)`` is called as
+        the old segments are copied.  With ``reencrypt`` (default) every record not under the
+        active key (plaintext ones too, when encryption is on) is sealed again with it, so
+        older keys fall out of use; without, records are copied byte for byte."""
+        return compaction.compact(self, progress, reencrypt=reencrypt)
+
+    # ------------------------------------------------------------------ encryption keys
+
+    def _require_ring(self) -> crypto.KeyRing:
+        self._check_open()
+        if self._ring is None:
+            raise StoreError(f"the store at {self.path} is not encrypted")
+        return self._ring
+
+    def rotate_key(self) -> int:
+        """Add a new key to the key file and use it for every new write; returns its id.
+
+        The active segment is sealed too, so that ``compact()`` rewrites every record written
+        under an older key; then ``key_usage()`` shows the old key unused and
+        ``retire_key()`` can drop it.
+        """
+        with self._lock:
+            ring = self._require_ring()
+            kid = ring.add_key()
+            self._codec.refresh_keys()
+            self._rotate()
+            log.info("%s: rotated to key id %d", self.path, kid)
+            return kid
+
+    def key_usage(self) -> dict[int, dict]:
+        """Per key id (0 = plaintext records): ``segments`` holding records (or a hint file)
+        under it, ``live_records`` (live keys and namespace entries) stored under it, and
+        whether it is the ``active`` key.  A key can be retired once no segment uses it."""
+        with self._lock:
+            self._check_open()
+            seg_keys = {n: set(ids) for n, ids in self._segment_key_ids.items()
+                        if n in self._segments}
+            locations = list(self._index._locations.values())
+            locations += self._catalog_locations.values()
+            active = self._codec.key_id
+            known = set(self._ring.keys) if self._ring is not None else set()
+        usage: dict[int, dict] = {kid: {"segments": [], "live_records": 0,
+                                        "active": kid == active} for kid in known}
+        live_per_segment: dict[int, list[int]] = {}
+        for loc in locations:
+            live_per_segment.setdefault(loc >> 42, []).append(loc)
+        for seg_no in sorted(seg_keys):
+            ids = seg_keys[seg_no]
+            for kid in ids:
+                usage.setdefault(kid, {"segments": [], "live_records": 0,
+                                       "active": kid == active})["segments"].append(seg_no)
+            live = live_per_segment.get(seg_no, [])
+            if len(ids) == 1:
+                usage[next(iter(ids))]["live_records"] += len(live)
+                continue
+            seg = self._segments.get(seg_no)
+            for loc in live:  # a segment written under two keys: ask each record
+                try:
+                    head = self._read_bytes(seg, (loc >> 14) & 0xFFFFFFF, rec.HEADER_SIZE)
+                    usage[rec.parse_header(head).key_id]["live_records"] += 1
+                except (OSError, KeyError, ValueError, AttributeError, struct.error):
+                    continue  # retired meanwhile, or damaged: verify reports that
+        return usage
+
+    def retire_key(self, key_id: int) -> None:
+        """Remove a key that no segment uses any more from the key file and ``KEYCHECK``.
+
+        Raises ``StoreError`` when it is the active key, when a segment still holds records
+        under it (``rotate_key()``, then ``compact()``, first), or when another data directory
+        registered in the key file (a snapshot, or a store sharing the file) still needs it;
+        in that last case this store no longer claims it, and the key stays in the file.
+        """
+        with self._compaction_lock, self._lock:
+            ring = self._require_ring()
+            if key_id == self._codec.key_id:
+                raise StoreError(f"key id {key_id} is the active key of {self.path}; "
+                                 f"rotate_key() first")
+            if key_id not in ring.keys:
+                raise StoreError(f"key id {key_id} is not in key file {ring.key_file}")
+            users = sorted(n for n, ids in self._segment_key_ids.items()
+                           if key_id in ids and n in self._segments)
+            if users:
+                raise StoreError(f"key id {key_id} is still used by segment(s) "
+                                 f"{', '.join(map(str, users))} of {self.path}; run compact() "
+                                 f"to re-encrypt them, then retire the key")
+            needed = sorted({kid for n, ids in self._segment_key_ids.items()
+                             if n in self._segments for kid in ids if kid}
+                            | {self._codec.key_id})
+            others = ring.remove_key(key_id, needed)
+            self._codec.refresh_keys()
+        if others:
+            raise StoreError(f"key id {key_id} is no longer used by {self.path}, but key file "
+                             f"{ring.key_file} keeps it: {', '.join(others)} still need(s) it "
+                             f"(a snapshot, or a store sharing the key file); retire it there "
+                             f"or delete that copy, then retire again")
+        log.info("%s: retired key id %d", self.path, key_id)
+
+    def encryption_info(self) -> dict:
+        """Encryption and compression settings, for INFO and stats."""
+        ring = self._ring
+        return {
+            "enabled": ring is not None,
+            "key_file": ring.key_file if ring is not None else None,
+            "active_key_id": self._codec.key_id if ring is not None else None,
+            "key_ids": sorted(ring.keys) if ring is not None else [],
+            "epoch": ring.epoch if ring is not None else None,
+            "compression_threshold": self._codec.threshold,
+        }
 
     # ------------------------------------------------------------------ introspection
 

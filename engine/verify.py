@@ -12,6 +12,10 @@ interrupted, copy them back.  Where a damaged record's header and key still pars
 a tombstone for that key with the damaged record's sequence number in its place: the newest
 version of the key was lost, and letting an older version come back would serve stale (or
 deleted) data as current.  Deleting the key is the honest outcome.
+
+An encrypted store is checked with its key file (the same one ``Store.open`` would use): every
+record's authentication tag is verified too, and a tag that fails counts as corruption, exactly
+like a checksum.  Repair seals the tombstones it writes like any other record.
 """
 
 from __future__ import annotations
@@ -21,7 +25,9 @@ import os
 import time
 from dataclasses import dataclass, field
 
+from . import crypto
 from . import record as rec
+from .codec import PayloadCodec
 from .compaction import MANIFEST
 from .errors import StoreError
 from .hints import HINT_SUFFIX, HintError, hint_name, parse_hint
@@ -73,20 +79,33 @@ def _segment_numbers(path: str) -> list[int]:
                   if n is not None)
 
 
-def verify_store(path: str, *, now_ms: int | None = None) -> VerifyReport:
-    """Check every segment and hint file of the closed data directory at ``path``."""
+def _codec_for(path: str, key_file: str | None) -> PayloadCodec:
+    """A codec that reads the store's records: with its key ring when it is encrypted (or a
+    key file is there for it), plaintext otherwise.  Nothing is written."""
+    check = crypto.read_keycheck(path)
+    encrypted = bool(check and check.get("encrypted"))
+    if encrypted or os.path.exists(crypto.resolve_key_file(path, key_file)):
+        return PayloadCodec(crypto.load_key_ring(path, encryption=True, key_file=key_file), 0)
+    return PayloadCodec(None, 0)
+
+
+def verify_store(path: str, *, now_ms: int | None = None,
+                 key_file: str | None = None) -> VerifyReport:
+    """Check every segment and hint file of the closed data directory at ``path``
+    (``key_file``: as for ``Store.open``)."""
     path = os.path.abspath(path)
     if not os.path.isdir(path):
         raise StoreError(f"{path} is not a data directory")
     lock = DirectoryLock(path)
     lock.acquire()
     try:
-        return _verify(path, now_ms if now_ms is not None else time.time_ns() // 1_000_000)
+        return _verify(path, now_ms if now_ms is not None else time.time_ns() // 1_000_000,
+                       _codec_for(path, key_file))
     finally:
         lock.release()
 
 
-def _verify(path: str, now_ms: int) -> VerifyReport:
+def _verify(path: str, now_ms: int, codec: PayloadCodec) -> VerifyReport:
     report = VerifyReport(path)
     names = set(os.listdir(path))
     if MANIFEST in names:
@@ -105,7 +124,7 @@ def _verify(path: str, now_ms: int) -> VerifyReport:
         report.segments += 1
         records = {}
         try:
-            for item in scan(seg, is_last):
+            for item in scan(seg, is_last, codec):
                 if isinstance(item, Damage):
                     bad = CorruptRecord(seg_no, item.offset, item.length, item.reason)
                     (report.torn_tails if item.torn_tail else report.corrupt).append(bad)
@@ -115,7 +134,8 @@ def _verify(path: str, now_ms: int) -> VerifyReport:
                 ikey, metadata = rec.decode_index_key_meta(item.payload)
                 tombstone = bool(header.flags & rec.FLAG_TOMBSTONE)
                 records[item.offset] = (rec.HEADER_SIZE + header.payload_len, header.seq,
-                                        header.flags, header.expire_ms, ikey, metadata)
+                                        header.flags, header.expire_ms, ikey, metadata,
+                                        header.key_id)
                 if header.flags & rec.FLAG_CATALOG:
                     value = rec.decode_payload(item.payload)[3]
                     number = _number_of(value)
@@ -127,7 +147,7 @@ def _verify(path: str, now_ms: int) -> VerifyReport:
                     latest[ikey] = (header.seq, tombstone, header.expire_ms)
             if hint_name(seg_no) in names:
                 damaged = {c.offset for c in report.corrupt if c.segment == seg_no}
-                _check_hint(path, seg_no, seg.size, records, damaged, report)
+                _check_hint(path, seg_no, seg.size, records, damaged, report, codec)
         finally:
             seg.close()
     for name in sorted(names):
@@ -157,13 +177,13 @@ def _number_of(value: bytes) -> int:
 
 
 def _check_hint(path: str, seg_no: int, seg_size: int, records: dict, damaged: set,
-                report: VerifyReport) -> None:
+                report: VerifyReport, codec: PayloadCodec) -> None:
     """Every hint entry must describe the record at its offset exactly; entries for records
     already reported corrupt are not held against the hint."""
     report.hints_checked += 1
     try:
         with open(os.path.join(path, hint_name(seg_no)), "rb") as f:
-            hint = parse_hint(f.read(), seg_no, seg_size)
+            hint = parse_hint(f.read(), seg_no, seg_size, codec)
     except (OSError, HintError) as exc:
         report.hint_problems.append(f"segment {seg_no}: {exc}")
         return
@@ -179,21 +199,22 @@ def _check_hint(path: str, seg_no: int, seg_size: int, records: dict, damaged: s
         expected = records.get(offset)
         got = (hint.size(i) or (expected[0] if expected and expected[0] >= 16384 else -1),
                hint.seqs[i], hint.flags[i], hint.expire_ms.get(i, 0), ikey,
-               hint.metadata.get(i, b""))
+               hint.metadata.get(i, b""), hint.key_ids[i])
         if expected != got:
             report.hint_problems.append(f"segment {seg_no}: hint entry for offset {offset} does "
                                         f"not match the record there")
             return
 
 
-def repair(path: str, confirm: bool = False) -> RepairReport:
+def repair(path: str, confirm: bool = False, *, key_file: str | None = None) -> RepairReport:
     """Rewrite damaged segments without their damaged records (only with ``confirm=True``;
     otherwise report what would be done).  The directory must not be open."""
     path = os.path.abspath(path)
     lock = DirectoryLock(path)
     lock.acquire()
     try:
-        before = _verify(path, time.time_ns() // 1_000_000)
+        codec = _codec_for(path, key_file)
+        before = _verify(path, time.time_ns() // 1_000_000, codec)
         result = RepairReport(path, before, dry_run=not confirm)
         damaged = sorted({c.segment for c in before.corrupt + before.torn_tails})
         bad_hints = sorted(n for n in _segment_numbers(path)
@@ -206,6 +227,11 @@ def repair(path: str, confirm: bool = False) -> RepairReport:
         while os.path.exists(backup + (f"-{suffix}" if suffix else "")):
             suffix += 1
         backup += f"-{suffix}" if suffix else ""
+        if codec.ring is not None and (crypto.read_keycheck(path) or {}).get("encrypted"):
+            codec.ring.activate()  # tombstones are sealed: a fresh epoch for their nonces
+            codec.refresh_keys()
+        else:
+            codec = PayloadCodec(None, 0)  # a plaintext store stays plaintext
         os.mkdir(backup)
         result.backup_dir = backup
         for seg_no in bad_hints:  # a bad hint only costs a scan; move it aside
@@ -219,7 +245,7 @@ def repair(path: str, confirm: bool = False) -> RepairReport:
         fsync_dir(path)
         for seg_no in damaged:
             kept, tombstones = _rewrite(os.path.join(backup, segment_name(seg_no)), path, seg_no,
-                                        is_last=seg_no == numbers[-1])
+                                        is_last=seg_no == numbers[-1], codec=codec)
             result.records_kept += kept
             result.tombstones_written += tombstones
         fsync_dir(path)
@@ -228,22 +254,23 @@ def repair(path: str, confirm: bool = False) -> RepairReport:
         lock.release()
 
 
-def _rewrite(source: str, directory: str, seg_no: int, *, is_last: bool) -> tuple[int, int]:
+def _rewrite(source: str, directory: str, seg_no: int, *, is_last: bool,
+             codec: PayloadCodec) -> tuple[int, int]:
     seg = SegmentFile.open_existing(source, seg_no, writable=False)
     target = os.path.join(directory, segment_name(seg_no))
     fd = os.open(target + ".tmp", os.O_RDWR | os.O_CREAT | os.O_TRUNC, 0o600)
     kept = tombstones = 0
     try:
         out = [SEGMENT_HEADER.pack(SEGMENT_MAGIC, FORMAT_VERSION, 0, seg_no)]
-        for item in scan(seg, is_last):
+        for item in scan(seg, is_last, codec):
             if isinstance(item, Damage):
                 if not item.torn_tail:
-                    stone = _tombstone_for(seg, item)
+                    stone = _tombstone_for(seg, item, codec)
                     if stone is not None:
                         out.append(stone)
                         tombstones += 1
                 continue
-            out.append(rec.HEADER.pack(*item.header) + bytes(item.payload))
+            out.append(rec.HEADER.pack(*item.header) + bytes(item.stored))
             kept += 1
         size = 0
         for i in range(0, len(out), 512):
@@ -256,20 +283,12 @@ def _rewrite(source: str, directory: str, seg_no: int, *, is_last: bool) -> tupl
     return kept, tombstones
 
 
-def _tombstone_for(seg: SegmentFile, damage: Damage) -> bytes | None:
+def _tombstone_for(seg: SegmentFile, damage: Damage, codec: PayloadCodec) -> bytes | None:
     """A tombstone standing in for a damaged record whose header and key still parse."""
     head = seg.read(damage.offset, min(damage.length, rec.HEADER_SIZE + 2048))
-    if len(head) < rec.HEADER_SIZE + rec.PAYLOAD_PREFIX_SIZE:
+    named = codec.damaged_index_key(head)
+    if named is None:
         return None
-    header = rec.parse_header(head)
-    if (header.magic != rec.RECORD_MAGIC or header.flags & ~rec.KNOWN_FLAGS
-            or header.flags & rec.FLAG_CATALOG):
-        return None
-    try:
-        ikey, _ = rec.decode_index_key_meta(memoryview(head)[rec.HEADER_SIZE:])
-    except ValueError:
-        return None
-    if not 2 < len(ikey) <= 514 or ikey[:2] == b"\0\0":
-        return None
+    header, ikey = named
     ns = int.from_bytes(ikey[:2], "big")
-    return rec.encode(header.seq, rec.FLAG_TOMBSTONE, 0, ns, ikey[2:], b"", b"")
+    return codec.encode(header.seq, rec.FLAG_TOMBSTONE, 0, ns, ikey[2:], b"", b"")

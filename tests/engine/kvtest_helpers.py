@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import base64
+import json
 import os
 import shutil
 import struct
@@ -9,6 +11,9 @@ import tempfile
 from dataclasses import dataclass
 
 import pytest
+from cryptography.exceptions import InvalidTag
+from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
+from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
 from engine import Limits, Store
 
@@ -65,6 +70,7 @@ RECORD_HEADER = struct.Struct("<QHBBIQQ")  # checksum, magic, flags, key_id, pay
 RECORD_HEADER_SIZE = RECORD_HEADER.size
 PAYLOAD_PREFIX = struct.Struct("<HH")  # key_len, meta_len; then ns as 2 big-endian bytes
 FLAG_TOMBSTONE = 0x01
+FLAG_ENCRYPTED = 0x04
 FLAG_CATALOG = 0x08
 
 
@@ -87,20 +93,66 @@ class DiskRecord:
         return bool(self.flags & FLAG_CATALOG)
 
 
+def data_keys(directory) -> dict[int, bytes]:
+    """The AES keys of an encrypted data directory by key id, read from the key file its
+    ``KEYCHECK`` names; empty for a plaintext store."""
+    check_path = os.path.join(str(directory), "KEYCHECK")
+    if not os.path.exists(check_path):
+        return {}
+    with open(check_path) as f:
+        check = json.load(f)
+    if not check.get("encrypted"):
+        return {}
+    with open(check["key_file"]) as f:
+        ring = json.load(f)
+    return {int(kid): base64.b64decode(entry["key"]) for kid, entry in ring["keys"].items()}
+
+
+def plain_payload(data: bytes, offset: int, keys: dict[int, bytes]) -> bytes:
+    """The plaintext payload of the record at ``offset``: AES-256-GCM, nonce first, the header
+    without its checksum as associated data (docs/format.md)."""
+    _, _, flags, key_id, payload_len, _, _ = RECORD_HEADER.unpack_from(data, offset)
+    start = offset + RECORD_HEADER_SIZE
+    payload = data[start:start + payload_len]
+    if not flags & FLAG_ENCRYPTED:
+        return payload
+    try:
+        return AESGCM(keys[key_id]).decrypt(payload[:12], payload[12:], data[offset + 8:start])
+    except InvalidTag:  # a damaged record: its key is still wanted, so skip the tag
+        ctr = Cipher(algorithms.AES(keys[key_id]), modes.CTR(payload[:12] + b"\0\0\0\2"))
+        return ctr.decryptor().update(payload[12:-16])
+
+
+def shared_keys(source_dir) -> dict:
+    """``Store.open`` options for a directory holding copies of ``source_dir``'s segments: the
+    source's key file (shared, never copied: see docs/encryption.md), when it is encrypted."""
+    key_file = str(source_dir) + ".keys"
+    return {"key_file": key_file} if os.path.exists(key_file) else {}
+
+
+def copy_key_check(source_dir, dest_dir) -> dict:
+    """Copy ``KEYCHECK`` (when there is one) beside copied segments; returns the ``Store.open``
+    options that open the copy with the source's key file."""
+    source = os.path.join(str(source_dir), "KEYCHECK")
+    if os.path.exists(source):
+        shutil.copy(source, os.path.join(str(dest_dir), "KEYCHECK"))
+    return shared_keys(source_dir)
+
+
 def disk_records(path: str) -> list[DiskRecord]:
-    """Every record of an undamaged segment file, in file order."""
+    """Every record of an undamaged segment file, in file order (decrypted when encrypted)."""
     data = read_file(path)
     assert data[:8] == b"EDGEKVSG", path
+    keys = data_keys(os.path.dirname(path))
     out = []
     offset = SEGMENT_HEADER_SIZE
     while offset < len(data):
         _, magic, flags, _, payload_len, seq, expire_ms = RECORD_HEADER.unpack_from(data, offset)
         assert magic == 0xEDC5, (path, offset)
-        _key_len, _ = PAYLOAD_PREFIX.unpack_from(data, offset + RECORD_HEADER_SIZE)
-        ns_at = offset + RECORD_HEADER_SIZE + PAYLOAD_PREFIX.size
-        ns = int.from_bytes(data[ns_at:ns_at + 2], "big")
-        key_start = ns_at + 2
-        key = data[key_start:key_start + _key_len]
+        payload = plain_payload(data, offset, keys)
+        _key_len, _ = PAYLOAD_PREFIX.unpack_from(payload, 0)
+        ns = int.from_bytes(payload[4:6], "big")
+        key = payload[6:6 + _key_len]
         size = RECORD_HEADER_SIZE + payload_len
         out.append(DiskRecord(offset, size, flags, seq, expire_ms, ns, key))
         offset += size

@@ -142,7 +142,9 @@ def test_hints_whose_keys_overlap_are_merged_by_sequence_number(open_store, tmp_
     from engine.index import pack_location
     from engine.segment import SegmentFile, scan
 
-    store = open_store(fsync="no", segment_bytes=4096)
+    # Plaintext: the hint is built below from the raw records (test_encryption.py covers
+    # encrypted hints).
+    store = open_store(fsync="no", segment_bytes=4096, encryption=False)
     ns = store.namespace()
     for i in range(100):
         ns.put(f"k{i}", "old", metadata={"v": 1})
@@ -165,14 +167,14 @@ def test_hints_whose_keys_overlap_are_merged_by_sequence_number(open_store, tmp_
     writer.write(str(data / hints.hint_name(sealed)), seg.size)
     seg.close()
 
-    hinted = open_store(fsync="no", segment_bytes=4096)
+    hinted = open_store(fsync="no", segment_bytes=4096, encryption=False)
     assert hinted.recovery.hints_loaded >= 2 and not hinted.recovery.hint_problems
     state, seen = internal_state(hinted), snapshot(hinted)
     hinted.close()
     for name in os.listdir(data):
         if name.endswith(hints.HINT_SUFFIX):
             os.unlink(data / name)
-    scanned = open_store(fsync="no", segment_bytes=4096)
+    scanned = open_store(fsync="no", segment_bytes=4096, encryption=False)
     assert internal_state(scanned) == state
     assert snapshot(scanned) == seen
     assert seen["default"][b"k0"][0] == b"new" and b"k1" not in seen["default"]

@@ -14,8 +14,9 @@ import threading
 import pytest
 
 from engine import (CorruptionError, NamespaceNotFoundError, Store, StoreError, StoreLockedError)
-from kvtest_helpers import (REPO_ROOT, RECORD_HEADER_SIZE, FakeClock, disk_records, find_record,
-                            flip_byte, needs_writes_after_reopen, read_file, segment_paths)
+from kvtest_helpers import (REPO_ROOT, RECORD_HEADER_SIZE, FakeClock, copy_key_check, disk_records,
+                            find_record, flip_byte, needs_writes_after_reopen, read_file,
+                            segment_paths, shared_keys)
 
 SMALL_SEGMENTS = 4096
 
@@ -63,7 +64,8 @@ def test_truncated_trailing_record_is_ignored_at_every_byte_offset(tmp_path, clo
         directory.mkdir()
         seg_copy = directory / os.path.basename(seg)
         seg_copy.write_bytes(pristine[:cut])
-        store = _open(directory, clock)
+        keys = copy_key_check(tmp_path / "src", directory)
+        store = _open(directory, clock, **keys)
         try:
             ns = store.namespace()
             assert ns.get("last") is None, cut
@@ -92,9 +94,10 @@ def test_writes_after_dropping_a_torn_tail_survive_the_next_reopen(tmp_path, clo
         directory.mkdir()
         seg_copy = directory / os.path.basename(seg)
         seg_copy.write_bytes(pristine[:cut])
-        with _open(directory, clock) as store:
+        keys = copy_key_check(tmp_path / "src", directory)
+        with _open(directory, clock, **keys) as store:
             store.namespace().put("after", f"new-{cut}")
-        with _open(directory, clock) as store:
+        with _open(directory, clock, **keys) as store:
             ns = store.namespace()
             assert store.recovery.truncated == [] and store.recovery.corrupt == [], cut
             assert ns.get("after") == f"new-{cut}"
@@ -120,7 +123,8 @@ def test_torn_tail_of_a_large_record_is_dropped(tmp_path, clock):
         directory = tmp_path / f"cut{cut}"
         directory.mkdir()
         (directory / os.path.basename(seg)).write_bytes(pristine[:cut])
-        with _open(directory, clock) as store:
+        keys = copy_key_check(src, directory)
+        with _open(directory, clock, **keys) as store:
             assert store.namespace().get("big") is None
             assert store.namespace().get("small") == "s"
             assert [d.offset for d in store.recovery.truncated] == [big.offset]
@@ -198,7 +202,8 @@ def test_flipped_byte_in_a_sealed_segment_is_reported_and_never_served(tmp_path,
             shutil.copytree(src, directory)
             seg = segment_paths(directory)[0]
             flip_byte(seg, target.offset + position if position >= 0 else target.end - 1, mask)
-            with _open(directory, clock, segment_bytes=SMALL_SEGMENTS) as store:
+            with _open(directory, clock, segment_bytes=SMALL_SEGMENTS,
+                       **shared_keys(src)) as store:
                 ns = store.namespace()
                 assert store.recovery.truncated == [], (key, name)
                 [damage] = store.recovery.corrupt

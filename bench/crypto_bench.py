@@ -1,0 +1,191 @@
+#!/usr/bin/env python3
+"""Encryption and compression cost: put/get throughput with both on (the default) versus off.
+
+A measuring script, not a test: it prints ``PASS``/``MISS`` beside the target (encrypted and
+compressed at least 0.8x of plain for 1 KiB values) and leaves judging to people.
+
+    python bench/crypto_bench.py                  # 20,000 values per workload, 5 rounds
+    python bench/crypto_bench.py --values 5000 --rounds 3
+    python bench/crypto_bench.py --json           # the result as JSON on stdout
+    python bench/crypto_bench.py --fsync always   # with an fsync per put (disk-bound)
+
+Workloads: 100 B random values, 1 KiB random values (incompressible: encryption's cost plus
+whatever compression's back-off costs), and a JSON corpus of about 1.3 KiB documents
+(compressible).  Keys are 20 bytes.  Each round runs plain (``encryption=False,
+compression_threshold=0``) and encrypted+compressed (the defaults) alternately, each into a
+fresh store in a temporary directory, so drift in machine load hits both alike; the best
+round of each is reported.  Puts go through ``ns.put(key, bytes)`` (``Store.put_one``), gets
+through ``ns.get(key, "bytes")`` (the lock-free ``Store.get_value``) on keys in random order.
+Throughput is per CPU second of this process (the machine may be shared; wall-clock rates are
+in the JSON too), except puts under ``--fsync always``/``everysec``, which are per wall-clock
+second because they wait for the disk.  The compression ratio is value bytes written over segment bytes on disk.
+
+``run(...)`` returns the same dict that ``--json`` prints, for report scripts.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import random
+import shutil
+import sys
+import tempfile
+import time
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+from engine import Store
+
+TARGET_RATIO = 0.8
+CONFIGS = {
+    "plain": {"encryption": False, "compression_threshold": 0},
+    "encrypted+compressed": {},  # the defaults
+}
+
+
+def _json_corpus(count: int, seed: int = 7) -> list[bytes]:
+    rng = random.Random(seed)
+    words = ["alpha", "bravo", "charlie", "delta", "echo", "foxtrot", "golf", "hotel",
+             "india", "juliet", "kilo", "lima", "mike", "november", "oscar", "papa"]
+    docs = []
+    for i in range(count):
+        doc = {"id": i, "user": f"user-{rng.randrange(10**6):06d}",
+               "email": f"user{rng.randrange(10**6)}@example.com",
+               "created": f"2025-{rng.randrange(1, 13):02d}-{rng.randrange(1, 29):02d}T"
+                          f"{rng.randrange(24):02d}:{rng.randrange(60):02d}:00Z",
+               "tags": rng.sample(words, 4), "score": round(rng.random() * 100, 3),
+               "items": [{"sku": f"SKU-{rng.randrange(10**5):05d}", "qty": rng.randrange(1, 9),
+                          "note": " ".join(rng.choices(words, k=6))} for _ in range(14)]}
+        docs.append(json.dumps(doc).encode())
+    return docs
+
+
+def _workloads(count: int) -> dict[str, list[bytes]]:
+    rng = random.Random(1)
+    return {
+        "100 B random": [rng.randbytes(100) for _ in range(count)],
+        "1 KiB random": [rng.randbytes(1024) for _ in range(count)],
+        "JSON ~1.3 KiB": _json_corpus(count),
+    }
+
+
+def _segment_bytes(path: str) -> int:
+    return sum(os.path.getsize(os.path.join(path, n)) for n in os.listdir(path)
+               if n.endswith(".seg"))
+
+
+def _one(base: str, options: dict, keys: list[bytes], values: list[bytes], fsync: str) -> dict:
+    path = tempfile.mkdtemp(prefix="crypto-", dir=base)
+    try:
+        with Store.open(path, fsync=fsync, **options) as store:
+            ns = store.namespace()
+            put = ns.put
+            wall, cpu = time.perf_counter(), time.process_time()
+            for key, value in zip(keys, values):
+                put(key, value)
+            put_wall, put_cpu = time.perf_counter() - wall, time.process_time() - cpu
+            order = list(keys)
+            random.Random(2).shuffle(order)
+            get = ns.get
+            wall, cpu = time.perf_counter(), time.process_time()
+            for key in order:
+                get(key, "bytes")
+            get_wall, get_cpu = time.perf_counter() - wall, time.process_time() - cpu
+            assert get(order[0], "bytes") == values[keys.index(order[0])]
+            store.sync()
+            disk = _segment_bytes(path)
+        n = len(keys)
+        return {"put_per_s": n / max(put_cpu, 1e-9), "get_per_s": n / max(get_cpu, 1e-9),
+                "put_per_wall_s": n / put_wall, "get_per_wall_s": n / get_wall,
+                "disk_bytes": disk, "value_bytes": sum(map(len, values))}
+    finally:
+        shutil.rmtree(path, ignore_errors=True)
+        for leftover in (path + ".keys", path + ".keys.lock"):
+            if os.path.exists(leftover):
+                os.unlink(leftover)
+
+
+def run(values: int = 20_000, rounds: int = 5, fsync: str = "no", directory: str | None = None,
+        progress=None) -> dict:
+    """Measure every workload under both configurations; returns the results as a dict."""
+    base = tempfile.mkdtemp(prefix="crypto-bench-", dir=directory)
+    data = _workloads(values)
+    keys = [f"key:{i:016d}".encode() for i in range(values)]
+    random.Random(3).shuffle(keys)
+    results: dict = {"values": values, "rounds": rounds, "fsync": fsync, "workloads": {}}
+    try:
+        for name, vals in data.items():
+            best: dict[str, dict] = {}
+            for r in range(rounds):
+                order = list(CONFIGS) if r % 2 == 0 else list(reversed(CONFIGS))
+                for config in order:
+                    got = _one(base, CONFIGS[config], keys, vals, fsync)
+                    prev = best.get(config)
+                    if prev is None:
+                        best[config] = got
+                    else:
+                        for field in ("put_per_s", "get_per_s", "put_per_wall_s",
+                                      "get_per_wall_s"):
+                            prev[field] = max(prev[field], got[field])
+                    if progress:
+                        progress(f"{name} round {r + 1}/{rounds} {config}")
+            plain, enc = best["plain"], best["encrypted+compressed"]
+            # Rates per CPU second, unless puts wait for fsync: then wall clock is the measure.
+            put_rate = "put_per_s" if fsync == "no" else "put_per_wall_s"
+            results["workloads"][name] = {
+                "plain": plain, "encrypted+compressed": enc,
+                "put_ratio": enc[put_rate] / plain[put_rate],
+                "get_ratio": enc["get_per_s"] / plain["get_per_s"],
+                "compression_ratio": enc["value_bytes"] / enc["disk_bytes"],
+                "disk_ratio_vs_plain": plain["disk_bytes"] / enc["disk_bytes"],
+            }
+    finally:
+        shutil.rmtree(base, ignore_errors=True)
+    return results
+
+
+def _table(results: dict) -> str:
+    rates = "per CPU second" + ("" if results["fsync"] == "no"
+                                else " (puts: per wall-clock second)")
+    title = (f"edgekv encryption+compression vs plain: {results['values']} values per workload, "
+             f"best of {results['rounds']} alternating rounds, fsync={results['fsync']}, "
+             f"rates {rates}")
+    columns = (f"{'workload':<14} {'op':<4} {'plain/s':>10} {'enc+zstd/s':>11} {'ratio':>6}  "
+               f"{'target':<7} {'value bytes / disk bytes':>24}")
+    lines = [title, "", columns]
+    for name, w in results["workloads"].items():
+        for op in ("put", "get"):
+            ratio = w[f"{op}_ratio"]
+            target = ""
+            if name.startswith("1 KiB"):
+                target = "PASS" if ratio >= TARGET_RATIO else "MISS"
+            comp = (f"{w['compression_ratio']:.2f} (plain "
+                    f"{w['plain']['value_bytes'] / w['plain']['disk_bytes']:.2f})"
+                    if op == "put" else "")
+            field = op + ("_per_wall_s" if op == "put" and results["fsync"] != "no" else "_per_s")
+            lines.append(f"{name:<14} {op:<4} {w['plain'][field]:>10,.0f} "
+                         f"{w['encrypted+compressed'][field]:>11,.0f} {ratio:>6.2f}  "
+                         f"{target:<7} {comp:>24}")
+    lines.append("")
+    lines.append(f"target: encrypted+compressed >= {TARGET_RATIO}x plain for 1 KiB values")
+    return "\n".join(lines)
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--values", type=int, default=20_000, help="values per workload")
+    parser.add_argument("--rounds", type=int, default=5, help="alternating A/B rounds")
+    parser.add_argument("--fsync", default="no", choices=["no", "everysec", "always"])
+    parser.add_argument("--dir", default=None, help="where the temporary stores go")
+    parser.add_argument("--json", action="store_true", help="print the result as JSON")
+    args = parser.parse_args(argv)
+    results = run(args.values, args.rounds, args.fsync, args.dir,
+                  progress=None if args.json else lambda m: print(m, file=sys.stderr))
+    print(json.dumps(results, indent=1) if args.json else _table(results))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
