@@ -26,12 +26,13 @@ import time
 from collections import deque
 
 from engine import Store
+from engine.durability import UnflushedWritesError
 from engine.errors import WriteFailedError
 from engine.semantics import Limits
 
 from .config import ServerConfig
 from .resp import ProtocolError, RequestParser, encode_error
-from .session import Session
+from .session import Session, kv_error_text
 from .state import ServerState
 
 log = logging.getLogger("edgekv.server")
@@ -69,9 +70,15 @@ class DurabilityGate:
         try:
             store.wait_durable(store.last_seq)
         except WriteFailedError as error:
-            log.error("fsync failed, refusing writes until restart: %s", error)
+            if isinstance(error, UnflushedWritesError):  # a full disk: not fatal
+                log.error("the disk refused buffered writes: %s", error)
+            else:
+                log.error("fsync failed, refusing writes until restart: %s", error)
+            durable = store.durable_seq  # what was synced before the failure is acknowledged
             for conn in list(self.waiting):
-                conn.fail_held(error)
+                conn.release(durable)
+                if conn.held:
+                    conn.fail_held(error)
             self.waiting.clear()
             return
         durable = store.durable_seq
@@ -145,29 +152,62 @@ class RespConnection(asyncio.Protocol):
     def data_received(self, data: bytes) -> None:
         if self._closed:
             return
-        state = self.state
         session = self.session
-        state.stats.net_input_bytes += len(data)
+        self.state.stats.net_input_bytes += len(data)
         session.last_interaction = time.time()
         parser = self.parser
         parser.feed(data)
-        out = []
         error = None
-        before = self.store.last_seq
         try:
             commands = parser.commands()
         except ProtocolError as exc:
-            commands, error = exc.commands if hasattr(exc, "commands") else [], exc
+            commands, error = exc.commands, exc
+        store = self.store
+        before = store.last_seq
+        if len(commands) == 1:
+            # No pipeline, the common case: one reply, no batch (a single put gains nothing
+            # from one), and the output buffer limit is checked when the reply is written.
+            payload = session.execute(commands[0])
+        elif commands:
+            payload = self._run_pipeline(commands)
+            if payload is None:
+                return  # the client was dropped, or already answered
+        else:
+            payload = b""
+        close_after = session.close_after_reply
+        if error is not None and not close_after:
+            self.state.stats.protocol_errors += 1
+            log.info("protocol error from %s: %s", session.addr, error)
+            payload += encode_error(str(error) if str(error).startswith("ERR")
+                                    else f"ERR {error}")
+            close_after = True
+        if self._closed:
+            return
+        if self.held or (store.last_seq != before and store.fsync_policy == "always"):
+            seq = store.last_seq if store.last_seq != before else self.held[-1][0]
+            self.held.append((seq, payload, close_after))
+            self.server.gate.wait_for(self)
+            return
+        if close_after:
+            self._write_now(payload, True)
+        elif payload:  # self._send(payload, False), inlined
+            pending = self.pending_out
+            pending.append(payload)
+            if len(pending) == 1:
+                self.server.schedule_write(self)
+
+    def _run_pipeline(self, commands: list) -> bytes | None:
+        """Run a read's commands as one store batch: its puts reach the file in one write,
+        before any of its replies is sent.  None when the client had to be dropped, or was
+        already answered (the disk refused the batch)."""
+        session = self.session
         execute = session.execute
-        limit = state.config.client_output_buffer_limit or (1 << 62)
+        out = []
+        limit = self.state.config.client_output_buffer_limit or (1 << 62)
         size = self.transport.get_write_buffer_size()
         store = self.store
-        batched = len(commands) > 1
         try:
-            # A pipeline is one batch: its puts reach the file in one write, before any of its
-            # replies is sent.  (A single command gains nothing from it.)
-            if batched:
-                store.begin_batch()
+            store.begin_batch()
             try:
                 for args in commands:
                     reply = execute(args)
@@ -177,35 +217,22 @@ class RespConnection(asyncio.Protocol):
                         log.warning("closing client %s: output over %d bytes (it is not "
                                     "reading)", session.addr, limit)
                         self.kill()
-                        return
+                        return None
                     if session.close_after_reply or self._closed:
                         break
             finally:
-                if batched:
-                    store.end_batch()
+                store.end_batch()
         except WriteFailedError as exc:
-            # The batch's writes are not on disk: acknowledging them would be a lie.
-            log.error("closing client %s: its writes could not be written: %s",
-                      session.addr, exc)
-            self.kill()
-            return
-        close_after = session.close_after_reply
-        if error is not None and not close_after:
-            state.stats.protocol_errors += 1
-            log.info("protocol error from %s: %s", session.addr, error)
-            out.append(encode_error(str(error) if str(error).startswith("ERR")
-                                    else f"ERR {error}"))
-            close_after = True
-        if self._closed:
-            return
-        payload = b"".join(out)
-        wrote = self.store.last_seq != before
-        if self.held or (wrote and self.store.fsync_policy == "always"):
-            seq = self.store.last_seq if wrote else self.held[-1][0]
-            self.held.append((seq, payload, close_after))
-            self.server.gate.wait_for(self)
-            return
-        self._send(payload, close_after)
+            # The batch's writes did not reach the file (a full disk): acknowledging them
+            # would be a lie.  Every reply of the batch becomes the error, which names the cause.
+            log.error("client %s: its writes could not be written: %s", session.addr, exc)
+            errors = encode_error(kv_error_text(exc)) * len(out)
+            if self.held:  # earlier replies still wait for their fsync: stay behind them
+                self.held.append((self.held[-1][0], errors, session.close_after_reply))
+            else:
+                self._send(errors, session.close_after_reply)
+            return None
+        return b"".join(out)
 
     # ------------------------------------------------------------------ output
 
@@ -221,12 +248,22 @@ class RespConnection(asyncio.Protocol):
                 self.server.schedule_write(self)
 
     def flush_out(self) -> None:
-        if self.pending_out and not self._closed:
-            payload = b"".join(self.pending_out) if len(self.pending_out) > 1 else self.pending_out[0]
+        """Write this iteration's replies: ``_write_now`` inlined, as this runs per reply."""
+        pending = self.pending_out
+        if pending:
             self.pending_out = []
-            self._write_now(payload, False)
-        else:
-            self.pending_out = []
+            if self._closed:
+                return
+            payload = pending[0] if len(pending) == 1 else b"".join(pending)
+            state = self.state
+            state.stats.net_output_bytes += len(payload)
+            transport = self.transport
+            transport.write(payload)
+            limit = state.config.client_output_buffer_limit
+            if limit and transport.get_write_buffer_size() > limit:
+                log.warning("closing client %s: output buffer over %d bytes (it is not reading)",
+                            self.session.addr, limit)
+                self.kill()
 
     def _write_now(self, payload: bytes, close_after: bool) -> None:
         if self.pending_out:
@@ -374,8 +411,12 @@ class EdgeKVServer:
         for srv in self._servers:
             await srv.wait_closed()
         self.gate.close()
-        self.store.close()
-        log.info("edgekv stopped cleanly")
+        try:
+            self.store.close()
+        except Exception as exc:  # the files are released either way; do not hang the exit
+            log.error("closing the store failed: %s", exc)
+        else:
+            log.info("edgekv stopped cleanly")
         self._stopped.set()
 
     async def serve_forever(self) -> None:

@@ -1820,18 +1820,14 @@ _TABLE: tuple[CommandSpec, ...] = (
     ),
 
     command(
-        "kv.compact", -1,
+        "kv.compact", 1,
         summary=(
             "Rewrites the storage segments to reclaim the space of overwritten, "
-            "deleted and expired values; REENCRYPT also rewrites every segment still "
-            "encrypted with an older key."
+            "deleted and expired values, re-encrypting older records with the active key."
         ),
         since="1.0.0", group="kv",
         complexity="O(N) where N is the size of the stored data.",
         flags=("admin", "noscript"),
-        arguments=(
-            A.token("reencrypt", "REENCRYPT", optional=True),
-        ),
     ),
 
     container(
@@ -1877,7 +1873,7 @@ _TABLE: tuple[CommandSpec, ...] = (
             "STATUS",
             "    Show the encryption settings and which key ids stored data still uses.",
             "ROTATE",
-            "    Add a new key for all new writes; KV.COMPACT REENCRYPT then rewrites older data.",
+            "    Add a new key for all new writes; KV.COMPACT then rewrites older data with it.",
             "RETIRE <id>",
             "    Drop key <id> from the key ring once no stored data uses it.",
         ),

@@ -24,21 +24,22 @@ and a position into it, and takes each multibulk command by one of three routes:
   such reads go to the slow path, which checks the count against the limit first.)  hiredis
   parses *replies*, so it accepts more than a server may: ``+``, ``(`` and ``=`` elements come
   back as ``bytes`` just like ``$`` bulk strings, ``~`` and ``|`` aggregates as lists, and
-  ``$-1``, ``:1`` or nested arrays as ``None``, ``int`` or ``list`` elements.  Its replies are
-  taken as they are only when every one is a non-empty ``list`` of ``bytes`` and the bytes
-  contain none of ``+ ( = ~ | >`` at all (six ``memchr`` scans per read, plus a type check
-  per argument).  Then no element can have been anything but a bulk string nor a command
-  anything but an array, and as hiredis reads numbers by Redis's own ``string2ll`` rules (no sign,
-  spaces or leading zeros), the commands are exactly what Redis would have parsed.  What is
-  left is whether the read ended between two commands: hiredis consumes a header before its
-  elements arrive, so ``has_data()`` cannot tell.  A sentinel can: an empty RESP3 push
-  (``>0``) fed after the input comes straight back only if hiredis was between replies (the
-  input has no ``>`` of its own).  If not, the unfinished command starts where the complete
-  ones end, which their argument lengths give with a few C-level sums.
-* **Exact walk.**  Otherwise (one of those bytes in a value, or garbage) the batch is checked
-  command by command against the bytes: ``*`` before each command, ``$`` before each
-  argument, the limits; positions follow from the argument lengths.  This yields the offset
-  where hiredis's answer stops being usable.
+  ``$-1``, ``:1`` or nested arrays as ``None``, ``int`` or ``list`` elements.  So each reply is
+  checked against the bytes while the reader is drained: it must be a non-empty ``list`` of
+  ``bytes`` and, where its canonical encoding puts them, the bytes must hold ``*`` before the
+  command and ``$`` before every argument.  hiredis reads numbers by Redis's own ``string2ll``
+  rules (no sign, spaces or leading zeros), so a header it accepted is exactly its digits and
+  the next position follows from the lengths alone; by induction every type byte is checked,
+  and the commands are exactly what Redis would have parsed.  If the positions end exactly at
+  the end of the read, hiredis holds nothing; otherwise the read ended inside a command, which
+  starts where the complete ones end and goes to the Python parser.  That is one table lookup
+  and one byte comparison per argument, whatever the values contain (random bytes, base64).
+  Reads longer than the limits allow go through the exact walk instead.
+* **Exact walk.**  Otherwise (garbage, a reply type, a long read or a resumed parse) the batch
+  is checked command by command against the bytes the same way, plus the limits.  This yields
+  the offset where hiredis's answer stops being usable.  (When a resumed parse's batch has none
+  of ``+ ( = ~ | >`` and fits the limits, an empty RESP3 push fed after it tells instead
+  whether hiredis ended between commands: it comes straight back only then.)
 * **Slow path.**  From that offset one command is parsed in Python with Redis's own rules, and
   the fast path resumes after it.  The Python parser is resumable: a half-received command
   keeps its finished arguments and its pending bulk length, so a 30 MB value arriving in
@@ -244,7 +245,16 @@ _NO_DATA = object()   # hiredis's "need more bytes"; its default, False, is also
 _SENTINEL = b">0\r\n"
 _Push = hiredis.PushNotification
 _HIREDIS_RESTARTS = 4  # per parse call; past this, a degenerate stream is finished in Python
-_DIGITS = bytes(len(str(n)) for n in range(10000))  # decimal digits of n
+
+# Single-command reads up to this size are split on CRLF (see commands()); the header lines of
+# the canonical encoding, without their CRLF ("*0" never matches: Redis skips empty commands).
+_SPLIT_MAX = 1024
+_ARRAY_LINES = (None,) + tuple(b"*%d" % n for n in range(1, 512))
+_bulk_line = tuple(b"$%d" % n for n in range(1024)).__getitem__
+# Bytes that "$n\r\n" + n bytes + "\r\n" take, for n < 4096.
+_BULK_SIZE = tuple(5 + n + len(str(n)) for n in range(4096))
+# Decimal digits of n, for n < 100000: a canonical header's length without formatting it.
+_DIGITS = b"".join(bytes([d]) * (10 ** d - (10 ** (d - 1) if d > 1 else 0)) for d in range(1, 6))
 
 
 # Digits become '0', and the bytes that start an aggregate hiredis allocates at its header
@@ -380,8 +390,22 @@ class RequestParser:
         commands that were complete before the bad bytes (what this call would have returned).
         """
         raw = self._buf
-        if raw and raw[0] == 42 and not self._mb_left and self._error is None and not self._queue:
+        if (raw and raw[0] == 42 and not self._mb_left and self._error is None
+                and not self._queue and len(raw) <= self._fast_limit):
             # The fast path of the theory of operation, inlined: this is the per-read hot path.
+            if not raw.rfind(42) and len(raw) <= _SPLIT_MAX and type(raw) is bytes:
+                # One '*' in a short read: most likely one whole command (no pipelining).
+                # Joined back with CRLF the parts are the read, so when every line is the
+                # canonical header of what follows, the read is exactly one canonical command.
+                parts = raw.split(b"\r\n")
+                args = parts[2:-1:2]
+                try:
+                    if (not parts[-1] and parts[0] == _ARRAY_LINES[len(args)]
+                            and parts[1:-1:2] == list(map(_bulk_line, map(len, args)))):
+                        self._buf = b""
+                        return [args]
+                except IndexError:  # an argument of 1 KiB or more
+                    pass
             suspect = (43 in raw or 40 in raw or 61 in raw or 126 in raw or 124 in raw
                        or 62 in raw)
             if ((suspect or raw.rfind(42) or 13 not in raw[:6])
@@ -392,6 +416,8 @@ class RequestParser:
             out: list = []
             append = out.append
             gets = reader.gets
+            if suspect:
+                return self._take_checked(raw, out)
             try:
                 while True:
                     cmd = gets()
@@ -404,9 +430,7 @@ class RequestParser:
                         if type(arg) is not bytes:
                             raise _Untrusted
             except Exception:  # _Untrusted, or garbage
-                return self._finish(self._parse(out, False, suspect))
-            if suspect or len(raw) > self._fast_limit:
-                return self._finish(self._parse(out, True, suspect))
+                return self._finish(self._parse(out, False, False))
             reader.feed(_SENTINEL)
             try:
                 cmd = gets()
@@ -418,6 +442,37 @@ class RequestParser:
             self._buf = b""
             return out
         return self._finish(self._parse() if raw else [])
+
+    def _take_checked(self, raw, out: list) -> list:
+        """The fast path for a read with a byte hiredis might misread: drain the reader,
+        checking each command's ``*`` and ``$`` bytes where its canonical encoding puts them."""
+        append = out.append
+        gets = self._reader.gets
+        digits = _DIGITS
+        bulk_size = _BULK_SIZE
+        pos = 0  # where the next command starts, if every one so far is canonical
+        try:
+            while True:
+                cmd = gets()
+                if cmd is _NO_DATA:
+                    break
+                append(cmd)
+                if type(cmd) is not list or not cmd or raw[pos] != 42:
+                    raise _Untrusted
+                pos += 3 + digits[len(cmd)]
+                for arg in cmd:
+                    if raw[pos] != 36 or type(arg) is not bytes:
+                        raise _Untrusted
+                    try:
+                        pos += bulk_size[len(arg)]
+                    except IndexError:
+                        pos += 5 + len(arg) + len(str(len(arg)))
+        except Exception:  # _Untrusted, a position past the end, or garbage
+            return self._finish(self._parse(out, False))
+        if pos != len(raw):  # the read ended inside a command, which hiredis holds
+            return self._finish(self._parse(out, pos < len(raw), False, True))
+        self._buf = b""
+        return out
 
     def _finish(self, out: list) -> list:
         if self._queue:
@@ -699,6 +754,7 @@ ONE = b":1\r\n"
 _CRLF = b"\r\n"
 
 _BULK_HEADERS = tuple(b"$%d\r\n" % n for n in range(1024))
+BULK_HEADERS = _BULK_HEADERS  #: ``$n\r\n`` for n < 1024, for handlers that inline encode_bulk
 _ARRAY_HEADERS = tuple(b"*%d\r\n" % n for n in range(1024))
 _INTS = tuple(b":%d\r\n" % n for n in range(-1, 10000))  # _INTS[n + 1]
 _INT64_MIN, _INT64_MAX = -(1 << 63), (1 << 63) - 1

@@ -243,7 +243,7 @@ def cmd_snapshot(args) -> int:
         store = open_local_store(data_dir, args.key_file)
     except StoreLockedError:
         # A running server holds the directory: copy the append-only log without its lock.
-        result = snapshot_directory(data_dir, args.dir)
+        result = snapshot_directory(data_dir, args.dir, key_file=args.key_file)
         result["online"] = True
     else:
         try:

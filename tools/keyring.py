@@ -1,6 +1,6 @@
 """``edgekv keys status|rotate|retire``: the encryption key ring, on a data directory or a
-running server.  The workflow they serve is in docs/encryption.md: rotate, compact with
-``--reencrypt``, check that the old key id has no data left, retire it."""
+running server.  The workflow they serve is in docs/encryption.md: rotate, compact (which
+re-encrypts older records), check that the old key id has no data left, retire it."""
 
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ EX_KEYS = """Encryption keys of a store: which are in use, adding a new one, dro
 example:
   edgekv keys status --data-dir ./edgekv-data
   edgekv keys rotate --remote redis://127.0.0.1:6379
-  edgekv compact --reencrypt --remote redis://127.0.0.1:6379
+  edgekv compact --remote redis://127.0.0.1:6379
   edgekv keys retire 1 --remote redis://127.0.0.1:6379
 """
 
@@ -72,7 +72,7 @@ def cmd_keys_rotate(args) -> int:
     if args.json:
         print_json({"active_key_id": key_id})
     else:
-        write_text(f"new writes now use key id {key_id}; run `edgekv compact --reencrypt` to "
+        write_text(f"new writes now use key id {key_id}; run `edgekv compact` to "
                    f"rewrite older data with it\n")
     return 0
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import sys
 import time
 
 from .kv_commands import RAW, target_options
@@ -25,10 +26,11 @@ example:
   edgekv verify ./edgekv-data --repair --force
 """
 EX_COMPACT = """Rewrites the live records into new segments and drops the rest; reads and writes
-go on meanwhile.
+go on meanwhile.  On a terminal a progress bar shows the bytes copied so far (on stderr; none
+with --json or when stderr is not a terminal).
 
 example:
-  edgekv compact --data-dir ./edgekv-data
+  edgekv compact ./edgekv-data
   edgekv compact --remote redis://127.0.0.1:6379
 """
 
@@ -54,7 +56,7 @@ def cmd_verify(args) -> int:
     if not os.path.isdir(data_dir):
         raise CLIError(f"data directory {data_dir} does not exist; pass --data-dir DIR")
     try:
-        report = verify_store(data_dir)
+        report = verify_store(data_dir, key_file=args.key_file)
     except StoreLockedError:
         raise CLIError(locked_message(data_dir).split(": use")[0]
                        + ": verify needs it closed; stop that process first") from None
@@ -79,13 +81,13 @@ def cmd_verify(args) -> int:
 def _repair(data_dir: str, args) -> int:
     from engine.verify import repair
 
-    plan = repair(data_dir, confirm=False)
+    plan = repair(data_dir, confirm=False, key_file=args.key_file)
     question = (f"Rewrite segments {plan.rewritten_segments} of {data_dir} without their damaged "
                 f"records (originals are kept aside)?")
     if not (args.force or confirm(question)):
         raise CLIError("repair not confirmed: nothing was changed (pass -y/--force to skip the "
                        "question)")
-    done = repair(data_dir, confirm=True)
+    done = repair(data_dir, confirm=True, key_file=args.key_file)
     if args.json:
         print_json(dataclasses.asdict(done))
     else:
@@ -96,6 +98,7 @@ def _repair(data_dir: str, args) -> int:
 
 
 def cmd_compact(args) -> int:
+    args.data_dir = args.path or args.data_dir
     with open_target(args, create=False) as target:
         if isinstance(target, RedisTarget):
             summary = _compact_remote(target, wait=not args.no_wait)
@@ -107,7 +110,7 @@ def cmd_compact(args) -> int:
             raise CLIError("the REST API has no compaction route; use --remote "
                            "redis://HOST:PORT (the same server's RESP port)")
         else:
-            summary = target.store.compact()
+            summary = _compact_local(target.store, show_progress=not args.json)
     if "error" in summary:
         raise CLIError(f"compaction failed: {summary['error']}")
     if args.json:
@@ -118,6 +121,23 @@ def cmd_compact(args) -> int:
                    f"{summary.get('bytes_after', 0)} bytes, "
                    f"{summary.get('records_dropped', 0)} records dropped\n")
     return 0
+
+
+def _compact_local(store, *, show_progress: bool) -> dict:
+    """Compact in this process, with a bar of input bytes copied when stderr is a terminal
+    (transient: it leaves only the summary behind)."""
+    if not (show_progress and sys.stderr.isatty()):
+        return store.compact()
+    from rich.console import Console
+    from rich.progress import (BarColumn, DownloadColumn, Progress, TextColumn,
+                               TimeElapsedColumn, TimeRemainingColumn)
+
+    columns = [TextColumn("Compacting"), BarColumn(), DownloadColumn(), TimeElapsedColumn(),
+               TimeRemainingColumn()]
+    with Progress(*columns, console=Console(stderr=True), transient=True) as bar:
+        task = bar.add_task("compact", total=None)
+        return store.compact(progress=lambda done, total: bar.update(task, completed=done,
+                                                                      total=total))
 
 
 def _compaction_state(target) -> tuple[bool, dict]:
@@ -171,7 +191,10 @@ def add_maintenance(sub) -> None:
         p = sub.add_parser("compact", help="reclaim the space of overwritten and deleted keys",
                            description="Compact a store: rewrite live records, drop the rest.",
                            epilog=EX_COMPACT, formatter_class=RAW, parents=[where])
-        p.add_argument("--json", action="store_true", help="print the summary as JSON")
+        p.add_argument("path", nargs="?", metavar="DATA_DIR",
+                       help="the data directory (same as --data-dir)")
+        p.add_argument("--json", action="store_true",
+                       help="print the summary as JSON (and show no progress bar)")
         p.add_argument("--no-wait", action="store_true",
                        help="with --remote: return once the server has started compacting")
         p.set_defaults(func=cmd_compact)

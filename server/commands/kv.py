@@ -193,13 +193,8 @@ def kv_namespace(session, args):
 def kv_compact(session, args):
     """Compaction runs in a worker thread: at a million keys it takes tens of seconds, and
     requests keep flowing meanwhile.  INFO persistence reports its progress and last result.
-    ``REENCRYPT`` also rewrites segments still written under a retired-to-be key."""
-    reencrypt = False
-    for arg in args[1:]:
-        if arg.lower() != b"reencrypt":
-            raise CommandError(f"ERR syntax error near '{as_text(arg)}'")
-        reencrypt = True
-    if not start_compaction(session.state, reencrypt=reencrypt):
+    It also re-encrypts whatever it copies under an older key, which is how keys retire."""
+    if not start_compaction(session.state):
         raise CommandError("ERR a compaction is already running")
     return b"+Background compaction started\r\n"
 
@@ -230,7 +225,7 @@ def keyring_status(store) -> dict:
     return info
 
 
-def start_compaction(state, *, reencrypt: bool = False) -> bool:
+def start_compaction(state) -> bool:
     """Start ``store.compact()`` in a thread unless one is running; record the outcome."""
     import threading
 
@@ -240,8 +235,7 @@ def start_compaction(state, *, reencrypt: bool = False) -> bool:
 
     def run() -> None:
         try:
-            state.last_compaction = (state.store.compact(reencrypt=True) if reencrypt
-                                     else state.store.compact())
+            state.last_compaction = state.store.compact()
         except Exception as exc:  # reported through INFO; the store stays usable
             state.last_compaction = {"error": str(exc)}
         finally:

@@ -20,7 +20,7 @@ from engine import semantics
 from engine.store import Write
 
 from ..glob import literal_prefix, matches
-from ..resp import encode_bulk, encode_int
+from ..resp import BULK_HEADERS, encode_bulk, encode_int
 from .base import (OK, SYNTAX, CommandError, bulk_or_null, command, null, parse_int, reply)
 
 # ---------------------------------------------------------------------------- helpers
@@ -94,6 +94,9 @@ def get(session, args):
         session.state.stats.keyspace_misses += 1
         return null(session)
     session.state.stats.keyspace_hits += 1
+    size = len(value)
+    if size < 1024:  # encode_bulk, inlined
+        return BULK_HEADERS[size] + value + b"\r\n"
     return encode_bulk(value)
 
 

@@ -52,7 +52,7 @@ KV = {
     "kv.bulkput": (2, {"write", "denyoom"}),
     "kv.bulkdel": (-2, {"write"}),
     "kv.namespace": (-2, set()),
-    "kv.compact": (-1, {"admin"}),
+    "kv.compact": (1, {"admin"}),
     "kv.keyring": (-2, set()),
     "kv.metadata": (2, {"readonly"}),
 }
@@ -151,7 +151,7 @@ def test_kv_commands_syntax():
     assert syntax["kv.bulkput"] == "KV.BULKPUT json-array"
     assert syntax["kv.bulkdel"] == "KV.BULKDEL key [key ...]"
     assert syntax["kv.metadata"] == "KV.METADATA key"
-    assert syntax["kv.compact"] == "KV.COMPACT [REENCRYPT]"
+    assert syntax["kv.compact"] == "KV.COMPACT"
     subs = {n: s.syntax for n, s in COMMANDS["kv.namespace"].subcommands.items()}
     assert subs == {
         "create": "KV.NAMESPACE CREATE title", "list": "KV.NAMESPACE LIST",
@@ -191,7 +191,7 @@ def test_lookup_is_case_insensitive_and_top_level_only():
     ("kv.put", 3, True), ("kv.put", 9, True), ("kv.put", 2, False),
     ("kv.del", 2, True), ("kv.del", 3, False),
     ("kv.list", 1, True), ("kv.list", 7, True),
-    ("kv.compact", 1, True), ("kv.compact", 2, True), ("kv.compact", 0, False),
+    ("kv.compact", 1, True), ("kv.compact", 2, False),
     ("config", 1, False), ("config", 2, True),
     ("command", 1, True),
 ])
