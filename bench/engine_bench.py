@@ -605,11 +605,8 @@ def _own_cpu_seconds() -> float:
     return t.user + t.system + t.children_user + t.children_system
 
 
-def main(argv=None) -> int:
-    args = parse_args(argv)
-    if args.rss_child:
-        rss_child(args)
-        return 0
+def measure(args) -> tuple[Results, dict]:
+    """Run the phases ``args`` selects; the table rows and the JSON document."""
     parent = args.dir or str(REPO / "bench" / "results")
     os.makedirs(parent, exist_ok=True)
     workdir = tempfile.mkdtemp(prefix="engine-bench-", dir=parent)
@@ -650,7 +647,34 @@ def main(argv=None) -> int:
             shutil.rmtree(workdir, ignore_errors=True)
     total = time.perf_counter() - started
     others = max(0.0, (_busy_cpu_seconds() - busy0) - (_own_cpu_seconds() - own0))
-    cpus = os.cpu_count() or 1
+    doc = {
+        "keys": n, "key_bytes": len(KEY_PREFIX) + KEY_DIGITS, "value_bytes": VALUE_BYTES,
+        "python": platform.python_version(), "platform": platform.platform(),
+        "cpus": os.cpu_count() or 1, "seconds": total, "other_cpu_seconds": others,
+        "argv": sys.argv[1:], "rows": res.rows, **res.extra,
+    }
+    return res, doc
+
+
+def run(keys: int, phases=PHASES, **options) -> dict:
+    """The benchmark as a function, for ``bench/report.py``: the JSON document ``--json``
+    writes.  ``options`` are the command line's long options (``dir=``, ``get_ops=``, ...)."""
+    argv = ["--keys", str(keys), "--only", ",".join(phases)]
+    for name, value in options.items():
+        if value is True:
+            argv.append(f"--{name.replace('_', '-')}")
+        elif value not in (None, False):
+            argv += [f"--{name.replace('_', '-')}", str(value)]
+    return measure(parse_args(argv))[1]
+
+
+def main(argv=None) -> int:
+    args = parse_args(argv)
+    if args.rss_child:
+        rss_child(args)
+        return 0
+    res, doc = measure(args)
+    n, total, others, cpus = doc["keys"], doc["seconds"], doc["other_cpu_seconds"], doc["cpus"]
 
     print()
     print(f"edgekv engine benchmark: {n:,} keys of {len(KEY_PREFIX) + KEY_DIGITS} B, "
@@ -661,12 +685,6 @@ def main(argv=None) -> int:
     print()
     res.print_table()
     if args.json:
-        doc = {
-            "keys": n, "key_bytes": len(KEY_PREFIX) + KEY_DIGITS, "value_bytes": VALUE_BYTES,
-            "python": platform.python_version(), "platform": platform.platform(),
-            "cpus": cpus, "seconds": total, "other_cpu_seconds": others, "argv": sys.argv[1:],
-            "rows": res.rows, **res.extra,
-        }
         with open(args.json, "w") as fh:
             json.dump(doc, fh, indent=2)
         print(f"\nwrote {args.json}")

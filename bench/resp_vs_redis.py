@@ -2,12 +2,17 @@
 
     python bench/resp_vs_redis.py                 # the issue's matrix, 3 alternating rounds
     python bench/resp_vs_redis.py --rounds 1 -n 50000 --json bench/results/resp.json
+    python bench/resp_vs_redis.py --fsync no everysec always --value-size 100 4096
 
 Starts ``redis-server`` (Debian package; ``appendonly yes`` with ``appendfsync`` matched to
 edgekv's ``--fsync``) and ``edgekv serve`` on free loopback ports with fresh data directories,
 runs ``redis-benchmark -t set,get -d 100 -r 100000 -n N -c 50 -P {1,16} --csv`` against each,
 alternating A/B within every round because this machine is noisy, and prints the medians of
 ops/s, p50 and p99 with edgekv/Redis ratios.  Nothing here is pass/fail.
+
+``run(...)`` returns the same numbers as a dict (every round, and the medians) for
+``bench/report.py``; it also records each server's CPU time per request, which varies far less
+with the machine's load than ops/s does.
 """
 
 from __future__ import annotations
@@ -25,6 +30,12 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import Callable
+
+try:
+    import psutil
+except ImportError:  # CPU per request is then left out
+    psutil = None
 
 REPO = Path(__file__).resolve().parents[1]
 TARGETS = {  # (pipeline, fsync) -> minimum edgekv/Redis throughput ratio from the RESP issue
@@ -54,7 +65,11 @@ def wait_for_port(port: int, proc: subprocess.Popen, timeout: float = 30) -> Non
 
 
 class Server:
-    def __init__(self, kind: str, fsync: str, workdir: Path) -> None:
+    """A ``redis-server`` or ``edgekv serve`` on a free loopback port with its own data
+    directory; ``edgekv_args`` are extra ``serve`` options (e.g. ``--encryption no``)."""
+
+    def __init__(self, kind: str, fsync: str, workdir: Path,
+                 edgekv_args: tuple[str, ...] = ()) -> None:
         self.kind, self.fsync = kind, fsync
         self.port = free_port()
         self.dir = workdir / f"{kind}-{fsync}-{self.port}"
@@ -67,10 +82,20 @@ class Server:
         else:
             cmd = [sys.executable, "-m", "tools.cli", "serve", "--port", str(self.port),
                    "--data-dir", str(self.dir / "data"), "--fsync", fsync, "--http-port", "0",
-                   "--log-level", "WARNING"]
+                   "--log-level", "WARNING", *edgekv_args]
         self.proc = subprocess.Popen(cmd, cwd=REPO, stdout=subprocess.DEVNULL,
                                      stderr=open(self.dir / "stderr.log", "wb"))
         wait_for_port(self.port, self.proc)
+
+    def cpu_seconds(self) -> float | None:
+        """User + system CPU of the server process, all threads (None without psutil)."""
+        if psutil is None:
+            return None
+        try:
+            times = psutil.Process(self.proc.pid).cpu_times()
+        except psutil.Error:
+            return None
+        return times.user + times.system
 
     def stop(self) -> None:
         self.proc.terminate()
@@ -80,15 +105,103 @@ class Server:
             self.proc.kill()
 
 
-def redis_benchmark(port: int, pipeline: int, requests: int, clients: int) -> dict:
-    cmd = ["redis-benchmark", "-h", "127.0.0.1", "-p", str(port), "-t", "set,get", "-d", "100",
-           "-r", "100000", "-n", str(requests), "-c", str(clients), "-P", str(pipeline), "--csv"]
+def redis_benchmark(port: int, pipeline: int, requests: int, clients: int,
+                    value_bytes: int = 100, keyspace: int = 100_000) -> dict:
+    """One ``redis-benchmark -t set,get`` run: {"SET"|"GET": {rps, avg, p50, p95, p99, max}}."""
+    cmd = ["redis-benchmark", "-h", "127.0.0.1", "-p", str(port), "-t", "set,get",
+           "-d", str(value_bytes), "-r", str(keyspace), "-n", str(requests), "-c", str(clients),
+           "-P", str(pipeline), "--csv"]
     out = subprocess.run(cmd, capture_output=True, text=True, timeout=600, check=True).stdout
     rows = {}
     for row in csv.DictReader(io.StringIO(out)):
-        rows[row["test"]] = {"rps": float(row["rps"]), "p50": float(row["p50_latency_ms"]),
-                             "p99": float(row["p99_latency_ms"])}
+        rows[row["test"]] = {"rps": float(row["rps"]), "avg": float(row["avg_latency_ms"]),
+                             "p50": float(row["p50_latency_ms"]),
+                             "p95": float(row["p95_latency_ms"]),
+                             "p99": float(row["p99_latency_ms"]),
+                             "max": float(row["max_latency_ms"])}
     return rows
+
+
+def check_tools() -> str | None:
+    """Why the comparison cannot run here, or None."""
+    for tool in ("redis-server", "redis-benchmark"):
+        if shutil.which(tool) is None:
+            return f"{tool} not found: apt-get install redis-server redis-tools"
+    return None
+
+
+def run(*, fsyncs=("everysec", "always"), pipelines=(1, 16), value_sizes=(100,), rounds=3,
+        requests: int | dict = 200_000, clients=50, edgekv_args: tuple[str, ...] = (),
+        progress: Callable[[str], None] = print) -> dict:
+    """The whole matrix, both servers alternating A/B in every round.
+
+    ``requests`` is a count per run, or a dict pipeline -> count (a pipelined run of the same
+    count finishes many times sooner).  Returns ``{"runs": [...], "summary": [...]}``: one row
+    per (round, fsync, pipeline, value size, server, test), and per case the medians with the
+    edgekv/Redis ratios.  Server CPU per request is ``cpu_us_per_op`` (both tests of a run share
+    the server's CPU in proportion to their time, so it is given per run, over both)."""
+    runs: list[dict] = []
+    workdir = Path(tempfile.mkdtemp(prefix="edgekv-bench-", dir=os.environ.get("BENCH_TMP")))
+    try:
+        for fsync in fsyncs:
+            servers = {kind: Server(kind, fsync, workdir, edgekv_args)
+                       for kind in ("redis", "edgekv")}
+            try:
+                for rnd in range(rounds):
+                    order = ("redis", "edgekv") if rnd % 2 == 0 else ("edgekv", "redis")
+                    for size in value_sizes:
+                        for pipeline in pipelines:
+                            n = requests[pipeline] if isinstance(requests, dict) else requests
+                            for kind in order:
+                                server = servers[kind]
+                                cpu0 = server.cpu_seconds()
+                                rows = redis_benchmark(server.port, pipeline, n, clients, size)
+                                cpu1 = server.cpu_seconds()
+                                cpu_us = (None if cpu0 is None or cpu1 is None
+                                          else (cpu1 - cpu0) / (n * len(rows)) * 1e6)
+                                for test, row in rows.items():
+                                    runs.append({"round": rnd, "fsync": fsync,
+                                                 "pipeline": pipeline, "value_bytes": size,
+                                                 "server": kind, "test": test, "requests": n,
+                                                 "cpu_us_per_op": cpu_us, **row})
+                                progress(f"round {rnd + 1} fsync={fsync} -d {size} "
+                                         f"-P {pipeline} {kind:6}: " + "  ".join(
+                                             f"{t} {r['rps']:,.0f}/s p99 {r['p99']:.2f}ms"
+                                             for t, r in rows.items()))
+            finally:
+                for server in servers.values():
+                    server.stop()
+    finally:
+        shutil.rmtree(workdir, ignore_errors=True)
+    return {"runs": runs, "summary": summarize(runs), "clients": clients, "rounds": rounds,
+            "requests": requests, "edgekv_args": list(edgekv_args)}
+
+
+def summarize(runs: list[dict]) -> list[dict]:
+    """Medians per (fsync, pipeline, value size, test) with edgekv/Redis ratios."""
+    cases: dict = {}
+    for r in runs:
+        key = (r["fsync"], r["pipeline"], r["value_bytes"], r["test"])
+        cases.setdefault(key, {}).setdefault(r["server"], []).append(r)
+    summary = []
+    for (fsync, pipeline, size, test), by_server in cases.items():
+        red, edge = by_server.get("redis"), by_server.get("edgekv")
+        if not red or not edge:
+            continue
+
+        def med(rows, k):
+            values = [x[k] for x in rows if x.get(k) is not None]
+            return statistics.median(values) if values else None
+
+        summary.append({"fsync": fsync, "pipeline": pipeline, "value_bytes": size, "test": test,
+                        "redis_rps": med(red, "rps"), "edgekv_rps": med(edge, "rps"),
+                        "ratio": med(edge, "rps") / med(red, "rps"),
+                        "redis_p50": med(red, "p50"), "edgekv_p50": med(edge, "p50"),
+                        "redis_p99": med(red, "p99"), "edgekv_p99": med(edge, "p99"),
+                        "redis_cpu_us_per_op": med(red, "cpu_us_per_op"),
+                        "edgekv_cpu_us_per_op": med(edge, "cpu_us_per_op"),
+                        "runs": len(edge)})
+    return summary
 
 
 def main() -> int:
@@ -99,68 +212,37 @@ def main() -> int:
     parser.add_argument("-c", "--clients", type=int, default=50)
     parser.add_argument("--fsync", nargs="+", default=["everysec", "always"])
     parser.add_argument("--pipeline", nargs="+", type=int, default=[1, 16])
+    parser.add_argument("--value-size", nargs="+", type=int, default=[100],
+                        help="redis-benchmark -d, bytes (default 100)")
     parser.add_argument("--json", help="write raw results here")
     args = parser.parse_args()
-    for tool in ("redis-server", "redis-benchmark"):
-        if shutil.which(tool) is None:
-            sys.exit(f"{tool} not found: apt-get install redis-server redis-tools")
+    missing = check_tools()
+    if missing:
+        sys.exit(missing)
 
-    results: dict = {}  # (fsync, pipeline, kind, test) -> list of runs
-    workdir = Path(tempfile.mkdtemp(prefix="edgekv-bench-", dir=os.environ.get("BENCH_TMP")))
-    try:
-        for fsync in args.fsync:
-            servers = {kind: Server(kind, fsync, workdir) for kind in ("redis", "edgekv")}
-            try:
-                for rnd in range(args.rounds):
-                    order = ("redis", "edgekv") if rnd % 2 == 0 else ("edgekv", "redis")
-                    for pipeline in args.pipeline:
-                        for kind in order:
-                            rows = redis_benchmark(servers[kind].port, pipeline, args.requests,
-                                                   args.clients)
-                            for test, row in rows.items():
-                                results.setdefault((fsync, pipeline, kind, test), []).append(row)
-                            print(f"round {rnd + 1} fsync={fsync} -P {pipeline} {kind:6}: " +
-                                  "  ".join(f"{t} {r['rps']:,.0f}/s p99 {r['p99']:.2f}ms"
-                                            for t, r in rows.items()), flush=True)
-            finally:
-                for server in servers.values():
-                    server.stop()
-    finally:
-        shutil.rmtree(workdir, ignore_errors=True)
+    result = run(fsyncs=args.fsync, pipelines=args.pipeline, value_sizes=args.value_size,
+                 rounds=args.rounds, requests=args.requests, clients=args.clients,
+                 progress=lambda line: print(line, flush=True))
 
     print()
-    header = (f"{'fsync':9} {'-P':>3} {'test':4} | {'redis ops/s':>12} {'edgekv ops/s':>12} "
-              f"{'ratio':>6} {'target':>6} | {'redis p50':>9} {'edgekv p50':>10} | "
-              f"{'redis p99':>9} {'edgekv p99':>10} {'p99 x':>6}")
+    header = (f"{'fsync':9} {'-d':>5} {'-P':>3} {'test':4} | {'redis ops/s':>12} "
+              f"{'edgekv ops/s':>12} {'ratio':>6} {'target':>6} | {'redis p50':>9} "
+              f"{'edgekv p50':>10} | {'redis p99':>9} {'edgekv p99':>10} {'p99 x':>6}")
     print(header)
     print("-" * len(header))
-    summary = []
-    for fsync in args.fsync:
-        for pipeline in args.pipeline:
-            for test in ("SET", "GET"):
-                r = results.get((fsync, pipeline, "redis", test))
-                e = results.get((fsync, pipeline, "edgekv", test))
-                if not r or not e:
-                    continue
-                med = lambda runs, k: statistics.median(x[k] for x in runs)  # noqa: E731
-                ratio = med(e, "rps") / med(r, "rps")
-                p99x = med(e, "p99") / med(r, "p99")
-                target = TARGETS.get((pipeline, fsync))
-                summary.append({"fsync": fsync, "pipeline": pipeline, "test": test,
-                                "redis_rps": med(r, "rps"), "edgekv_rps": med(e, "rps"),
-                                "ratio": ratio, "redis_p50": med(r, "p50"),
-                                "edgekv_p50": med(e, "p50"), "redis_p99": med(r, "p99"),
-                                "edgekv_p99": med(e, "p99"), "runs": len(e)})
-                print(f"{fsync:9} {pipeline:>3} {test:4} | {med(r, 'rps'):>12,.0f} "
-                      f"{med(e, 'rps'):>12,.0f} {ratio:>6.2f} "
-                      f"{(f'{target:.1f}' if target else '-'):>6} | {med(r, 'p50'):>9.3f} "
-                      f"{med(e, 'p50'):>10.3f} | {med(r, 'p99'):>9.3f} {med(e, 'p99'):>10.3f} "
-                      f"{p99x:>6.2f}")
-    print(f"\nmedians of {args.rounds} alternating rounds; redis-benchmark -d 100 -r 100000 "
+    for row in result["summary"]:
+        target = TARGETS.get((row["pipeline"], row["fsync"])) if row["value_bytes"] == 100 \
+            else None
+        print(f"{row['fsync']:9} {row['value_bytes']:>5} {row['pipeline']:>3} {row['test']:4} | "
+              f"{row['redis_rps']:>12,.0f} {row['edgekv_rps']:>12,.0f} {row['ratio']:>6.2f} "
+              f"{(f'{target:.1f}' if target else '-'):>6} | {row['redis_p50']:>9.3f} "
+              f"{row['edgekv_p50']:>10.3f} | {row['redis_p99']:>9.3f} {row['edgekv_p99']:>10.3f} "
+              f"{row['edgekv_p99'] / row['redis_p99']:>6.2f}")
+    print(f"\nmedians of {args.rounds} alternating rounds; redis-benchmark -r 100000 "
           f"-n {args.requests} -c {args.clients}; {os.cpu_count()} cores")
     if args.json:
         Path(args.json).parent.mkdir(parents=True, exist_ok=True)
-        Path(args.json).write_text(json.dumps(summary, indent=2))
+        Path(args.json).write_text(json.dumps(result["summary"], indent=2))
     return 0
 
 
