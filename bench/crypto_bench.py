@@ -8,6 +8,7 @@ compressed at least 0.8x of plain for 1 KiB values) and leaves judging to people
     python bench/crypto_bench.py --values 5000 --rounds 3
     python bench/crypto_bench.py --json           # the result as JSON on stdout
     python bench/crypto_bench.py --fsync always   # with an fsync per put (disk-bound)
+    python bench/crypto_bench.py --server --rounds 3   # through two real servers, redis-benchmark
 
 Workloads: 100 B random values, 1 KiB random values (incompressible: encryption's cost plus
 whatever compression's back-off costs), and a JSON corpus of about 1.3 KiB documents
@@ -35,6 +36,7 @@ import tempfile
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))  # resp_vs_redis, for --server
 
 from engine import Store
 
@@ -146,6 +148,88 @@ def run(values: int = 20_000, rounds: int = 5, fsync: str = "no", directory: str
     return results
 
 
+def server_run(value_sizes=(100, 1024), pipelines=(1, 16), rounds: int = 3,
+               requests: int = 100_000, clients: int = 50, fsync: str = "everysec",
+               progress=None) -> dict:
+    """What a client sees: ``redis-benchmark -t set,get`` against two servers, one with the
+    defaults (encrypted+compressed) and one ``--encryption no --compression-threshold 0``,
+    alternating A/B.  Rates are wall-clock requests per second; server CPU per request too."""
+    from pathlib import Path
+
+    from resp_vs_redis import Server, check_tools, redis_benchmark
+
+    problem = check_tools()
+    if problem:
+        raise RuntimeError(problem)
+    workdir = Path(tempfile.mkdtemp(prefix="crypto-server-bench-", dir=None))
+    options = {"plain": ("--encryption", "no", "--compression-threshold", "0"),
+               "encrypted+compressed": ()}
+    rows: list[dict] = []
+    servers = {}
+    try:
+        for name, extra in options.items():
+            (workdir / name).mkdir()
+            servers[name] = Server("edgekv", fsync, workdir / name, extra)
+        for rnd in range(rounds):
+            order = list(options) if rnd % 2 == 0 else list(reversed(options))
+            for size in value_sizes:
+                for pipeline in pipelines:
+                    for name in order:
+                        server = servers[name]
+                        cpu0 = server.cpu_seconds()
+                        got = redis_benchmark(server.port, pipeline, requests, clients, size)
+                        cpu1 = server.cpu_seconds()
+                        cpu_us = (None if cpu0 is None or cpu1 is None
+                                  else (cpu1 - cpu0) / (requests * len(got)) * 1e6)
+                        for test, row in got.items():
+                            rows.append({"round": rnd, "config": name, "value_bytes": size,
+                                         "pipeline": pipeline, "test": test,
+                                         "rps": row["rps"], "p99": row["p99"],
+                                         "cpu_us_per_op": cpu_us})
+                        if progress:
+                            progress(f"server round {rnd + 1}/{rounds} -d {size} -P {pipeline} "
+                                     f"{name}: " + "  ".join(f"{t} {r['rps']:,.0f}/s"
+                                                             for t, r in got.items()))
+    finally:
+        for server in servers.values():
+            server.stop()
+        shutil.rmtree(workdir, ignore_errors=True)
+    summary = []
+    for size in value_sizes:
+        for pipeline in pipelines:
+            for test in ("SET", "GET"):
+                med = {}
+                for name in options:
+                    rates = sorted(r["rps"] for r in rows if r["config"] == name
+                                   and r["value_bytes"] == size and r["pipeline"] == pipeline
+                                   and r["test"] == test)
+                    med[name] = rates[len(rates) // 2] if rates else None
+                if None in med.values():
+                    continue
+                summary.append({"value_bytes": size, "pipeline": pipeline, "test": test,
+                                "plain_rps": med["plain"],
+                                "encrypted_rps": med["encrypted+compressed"],
+                                "ratio": med["encrypted+compressed"] / med["plain"]})
+    return {"fsync": fsync, "rounds": rounds, "requests": requests, "clients": clients,
+            "runs": rows, "summary": summary}
+
+
+def _server_table(results: dict) -> str:
+    lines = [f"through the server: redis-benchmark -c {results['clients']} -n "
+             f"{results['requests']}, fsync={results['fsync']}, median of {results['rounds']} "
+             f"alternating rounds (requests per wall-clock second)", "",
+             f"{'value':>6} {'-P':>3} {'test':<4} {'plain/s':>10} {'enc+zstd/s':>11} "
+             f"{'ratio':>6}  target"]
+    for row in results["summary"]:
+        target = ""
+        if row["value_bytes"] == 1024:
+            target = "PASS" if row["ratio"] >= TARGET_RATIO else "MISS"
+        lines.append(f"{row['value_bytes']:>6} {row['pipeline']:>3} {row['test']:<4} "
+                     f"{row['plain_rps']:>10,.0f} {row['encrypted_rps']:>11,.0f} "
+                     f"{row['ratio']:>6.2f}  {target}")
+    return "\n".join(lines)
+
+
 def _table(results: dict) -> str:
     rates = "per CPU second" + ("" if results["fsync"] == "no"
                                 else " (puts: per wall-clock second)")
@@ -180,7 +264,18 @@ def main(argv=None) -> int:
     parser.add_argument("--fsync", default="no", choices=["no", "everysec", "always"])
     parser.add_argument("--dir", default=None, help="where the temporary stores go")
     parser.add_argument("--json", action="store_true", help="print the result as JSON")
+    parser.add_argument("--server", action="store_true",
+                        help="measure through two real servers with redis-benchmark instead "
+                             "(needs redis-benchmark; --rounds applies)")
+    parser.add_argument("--requests", type=int, default=100_000,
+                        help="with --server: requests per redis-benchmark run")
     args = parser.parse_args(argv)
+    if args.server:
+        results = server_run(rounds=args.rounds, requests=args.requests,
+                             fsync="everysec" if args.fsync == "no" else args.fsync,
+                             progress=None if args.json else lambda m: print(m, file=sys.stderr))
+        print(json.dumps(results, indent=1) if args.json else _server_table(results))
+        return 0
     results = run(args.values, args.rounds, args.fsync, args.dir,
                   progress=None if args.json else lambda m: print(m, file=sys.stderr))
     print(json.dumps(results, indent=1) if args.json else _table(results))
