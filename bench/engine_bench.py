@@ -8,6 +8,7 @@ This is a measuring script, not a test: it never fails on a missed target, it pr
     python bench/engine_bench.py --quick         # 100,000 keys
     python bench/engine_bench.py --keys 300000 --json bench/results/run.json
     python bench/engine_bench.py --only put,get  # a subset of phases (handy under a profiler)
+    python bench/engine_bench.py --no-encryption # plaintext stores, to compare with the default
 
 Phases (``--only`` names in brackets):
 
@@ -19,7 +20,9 @@ Phases (``--only`` names in brackets):
 3. [get]    random-key gets in process: ``ns.get(key)`` (text), ``type="bytes"``, the
             unvalidated ``ns.get_entry(key_bytes)``, and missing keys.
 4. [list]   1,000-key pages: a full cursor walk of the namespace, then random prefixes.
-5. [open]   close and reopen the N-key store (a full scan of its segments, page cache warm).
+5. [open]   close and reopen the N-key store (page cache warm): sealed segments load from their
+            hint files (``close()`` waits for hints still being written), the active one is
+            scanned.
 6. [rss]    RSS per key, measured in fresh child processes so this process's own garbage does
             not count: (a) an empty store is opened, RSS taken, N keys written with ``put_raw``,
             ``gc.collect()``, RSS taken again; (b) the same around reopening the N-key store.
@@ -79,6 +82,10 @@ TARGET_LIST_MS = 5.0       # ms per 1,000-key list page
 
 
 # --------------------------------------------------------------------------- helpers
+
+
+#: extra ``Store.open`` arguments for every store the benchmark opens (``--no-encryption``)
+STORE_OPTIONS: dict = {}
 
 
 def key_name(i: int) -> str:
@@ -198,7 +205,7 @@ def phase_put(args, res: Results, workdir: str, keys: list[str], value: bytes) -
 
     # ns.put: the binding, with validation and the error-tagging decorator.
     path = os.path.join(workdir, "put")
-    store = Store.open(path, fsync="no")
+    store = Store.open(path, fsync="no", **STORE_OPTIONS)
     ns = store.namespace()
     put = ns.put
     log(f"put: ns.put x {n:,}")
@@ -213,7 +220,7 @@ def phase_put(args, res: Results, workdir: str, keys: list[str], value: bytes) -
     # put_raw: already-encoded, already-validated keys; no fsync wait.
     raw_keys = [k.encode() for k in keys]
     path = os.path.join(workdir, "put_raw")
-    store = Store.open(path, fsync="no")
+    store = Store.open(path, fsync="no", **STORE_OPTIONS)
     ns = store.namespace()
     put_raw = ns.put_raw
     log(f"put: ns.put_raw x {n:,}")
@@ -229,7 +236,7 @@ def phase_put(args, res: Results, workdir: str, keys: list[str], value: bytes) -
 
     # bulk_put: 1,000 items per call; only the calls are timed, not building the dicts.
     path = os.path.join(workdir, "bulk_put")
-    store = Store.open(path, fsync="no")
+    store = Store.open(path, fsync="no", **STORE_OPTIONS)
     ns = store.namespace()
     log(f"put: ns.bulk_put x {n // BULK_BATCH:,} batches")
     t = Timer()
@@ -249,7 +256,7 @@ def phase_put(args, res: Results, workdir: str, keys: list[str], value: bytes) -
 def load_store(path: str, keys: list[str], value: bytes) -> Store:
     """Untimed load for runs that skip the put phase; returns the store, open."""
     log(f"loading {len(keys):,} keys with bulk_put (untimed)")
-    store = Store.open(path, fsync="no")
+    store = Store.open(path, fsync="no", **STORE_OPTIONS)
     ns = store.namespace()
     for start in range(0, len(keys), BULK_BATCH):
         ns.bulk_put([{"key": k, "value": value} for k in keys[start:start + BULK_BATCH]])
@@ -259,7 +266,7 @@ def load_store(path: str, keys: list[str], value: bytes) -> Store:
 def phase_fsync(args, res: Results, workdir: str, value: bytes) -> None:
     # One thread first: the cost of an fsync with nobody to share it.
     path = os.path.join(workdir, "fsync1")
-    store = Store.open(path, fsync="always")
+    store = Store.open(path, fsync="always", **STORE_OPTIONS)
     ns = store.namespace()
     seconds = min(3.0, args.fsync_seconds)
     log(f"fsync: 1 writer for {seconds:.0f} s")
@@ -280,7 +287,7 @@ def phase_fsync(args, res: Results, workdir: str, value: bytes) -> None:
     # Many writers sharing fsyncs.
     threads = args.fsync_threads
     path = os.path.join(workdir, "fsyncN")
-    store = Store.open(path, fsync="always")
+    store = Store.open(path, fsync="always", **STORE_OPTIONS)
     ns = store.namespace()
     counter = itertools.count()
     barrier = threading.Barrier(threads + 1)
@@ -428,10 +435,10 @@ def phase_list(args, res: Results, store: Store, keys: list[str]) -> None:
 
 
 def phase_open(args, res: Results, path: str, n: int) -> None:
-    log("open: reopen (full scan)")
+    log("open: reopen (hint files of sealed segments, scan of the active one)")
     gc.collect()
     with Timer() as t:
-        store = Store.open(path, fsync="no")
+        store = Store.open(path, fsync="no", **STORE_OPTIONS)
     rep = store.recovery
     try:
         assert store.key_count() == n, f"reopened store has {store.key_count()} keys, not {n}"
@@ -439,15 +446,17 @@ def phase_open(args, res: Results, path: str, n: int) -> None:
         store.close()
     mb = sum(os.path.getsize(os.path.join(path, f)) for f in os.listdir(path)
              if f.endswith(".seg")) / 1e6
-    res.add("open", f"open {n:,} keys (full scan)", t.wall, "s", cpu=t.cpu,
-            note=f"{rep.segments} segments, {mb:,.0f} MB, {rep.records:,} records, "
-                 f"{rep.records / t.wall:,.0f} records/s, page cache warm")
+    res.add("open", f"open {n:,} keys", t.wall, "s", cpu=t.cpu,
+            note=f"{rep.segments} segments ({rep.hints_loaded} from hints, "
+                 f"{rep.segments_scanned} scanned), {mb:,.0f} MB, {rep.records:,} records, "
+                 f"page cache warm")
 
 
 def phase_rss(args, res: Results, workdir: str, path: str | None, n: int) -> None:
     def child(mode: str, extra: list[str]) -> dict:
         cmd = [sys.executable, os.path.abspath(__file__), "--rss-child", mode, "--keys", str(n),
-               "--dir", workdir, "--seed", str(args.seed), *extra]
+               "--dir", workdir, "--seed", str(args.seed), *extra,
+               *(["--no-encryption"] if args.no_encryption else [])]
         out = subprocess.run(cmd, check=True, stdout=subprocess.PIPE, text=True).stdout
         return json.loads(out.strip().splitlines()[-1])
 
@@ -534,7 +543,7 @@ def rss_child(args) -> None:
     n = args.keys
     empty = tempfile.mkdtemp(prefix="rss-", dir=args.dir)
     try:
-        store = Store.open(empty, fsync="no")
+        store = Store.open(empty, fsync="no", **STORE_OPTIONS)
         ns = store.namespace()
         value = make_value(random.Random(args.seed))
         if args.rss_child == "load":
@@ -547,7 +556,7 @@ def rss_child(args) -> None:
             store.close()
             gc.collect()
             base = rss()
-            store = Store.open(args.rss_path, fsync="no")
+            store = Store.open(args.rss_path, fsync="no", **STORE_OPTIONS)
         gc.collect()
         after = rss()
         keys = store.key_count()
@@ -578,6 +587,8 @@ def parse_args(argv=None):
     p.add_argument("--list-samples", type=int, default=200, help="random-prefix list pages")
     p.add_argument("--seed", type=int, default=1)
     p.add_argument("--keep", action="store_true", help="keep the data directory")
+    p.add_argument("--no-encryption", action="store_true",
+                   help="plaintext stores (encryption at rest is on by default)")
     p.add_argument("--rss-child", choices=("load", "reopen"), help=argparse.SUPPRESS)
     p.add_argument("--rss-path", help=argparse.SUPPRESS)
     args = p.parse_args(argv)
@@ -592,6 +603,8 @@ def parse_args(argv=None):
         if unknown:
             p.error(f"unknown phase(s): {', '.join(sorted(unknown))}")
     args.phases = phases
+    if args.no_encryption:
+        STORE_OPTIONS["encryption"] = False
     return args
 
 

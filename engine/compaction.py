@@ -479,7 +479,8 @@ def compact(store, progress: Callable[[int, int], None] | None = None, *,
     previous = sys.getswitchinterval()
     sys.setswitchinterval(min(previous, _SWITCH_INTERVAL_S))
     try:
-        return _compact(store, progress, reencrypt)
+        with store.hints_paused():  # the segments it rewrites need no hint of their own
+            return _compact(store, progress, reencrypt)
     finally:
         sys.setswitchinterval(previous)
 

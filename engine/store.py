@@ -6,12 +6,14 @@ A data directory holds a lock file and numbered segment files.  Every change, us
 namespace catalog alike, is a record appended to the *active* (highest-numbered) segment; when
 it passes ``segment_bytes`` it is fsynced, sealed and a new one started.  Nothing is ever
 rewritten in place: compaction (``engine/compaction.py``) writes the live records of sealed
-segments into new segments and deletes the old ones, and opening loads a compacted segment
-from its hint file (``engine/hints.py``) instead of scanning it.
+segments into new segments and deletes the old ones.  Every sealed segment gets a hint file
+(``engine/hints.py``): compaction writes those of its outputs, and a background thread writes
+the hint of each segment the store seals; opening loads a sealed segment from its hint instead
+of scanning it, so only the active segment is scanned.
 
 In memory the store keeps the index (every live key, sorted, to a packed location), the
 expirations (only for keys that have one), the metadata JSON of keys that have some (so ``list``
-never touches the disk) and the catalog.  Opening rebuilds all of it by scanning the segments;
+never touches the disk) and the catalog.  Opening rebuilds all of it from hints and scans;
 when a key appears several times the record with the highest sequence number wins, so the
 outcome does not depend on the order segments are read in.
 
@@ -25,11 +27,14 @@ Everything here is safe to call from several threads.
 
 from __future__ import annotations
 
+import ctypes
 import json
 import logging
+from collections import deque
 from contextlib import contextmanager
 import os
 import struct
+import sys
 import threading
 import time
 from dataclasses import dataclass, field
@@ -48,8 +53,8 @@ from .expiry import ExpiryTracker
 from .index import (KeyIndex, MAX_SEGMENT_NO, index_key, location_segment, ns_prefix,
                     pack_location, unpack_location)
 from .lockfile import DirectoryLock
-from .segment import (SEGMENT_HEADER_SIZE, Damage, SegmentFile, parse_segment_name, write_fully,
-                      scan)
+from .segment import (SEGMENT_HEADER_SIZE, Damage, SegmentFile, fsync_dir, parse_segment_name,
+                      write_fully, scan)
 
 log = logging.getLogger("edgekv.engine")
 
@@ -63,6 +68,7 @@ _PREFIX_UNPACK = rec.PAYLOAD_PREFIX.unpack_from
 _CHECKSUM = rec.xxhash.xxh3_64_intdigest
 _TRANSFORMED = rec.FLAG_ENCRYPTED | rec.FLAG_COMPRESSED
 
+_MALLOC_TRIM = None  # set below, once the helper exists
 MIB = 1024 * 1024
 DEFAULT_SEGMENT_BYTES = 64 * MIB
 MAX_SEGMENT_BYTES = 128 * MIB  # record offsets must stay below 2**28 (see engine/index.py)
@@ -70,8 +76,31 @@ _LARGE_VALUE = 64 * 1024  # values this big are written with writev instead of b
 _IOV_BATCH = 512  # buffers per writev call; Linux's IOV_MAX is 1024
 
 
+def _give_back_free_memory() -> None:
+    """Return the heap pages freed by recovery to the system (glibc's ``malloc_trim``).
+
+    Loading hints and building the index allocate and free tens of megabytes of lists and
+    buffers; glibc keeps such memory for reuse, which costs ~8 bytes per key of RSS for the
+    life of the process.  Elsewhere (no glibc) this does nothing."""
+    trim = _MALLOC_TRIM
+    if trim is not None:
+        trim(0)
+
+
+def _load_malloc_trim():
+    if not sys.platform.startswith("linux"):
+        return None
+    try:
+        return ctypes.CDLL(None).malloc_trim
+    except (OSError, AttributeError):
+        return None
+
+
 def _system_clock_ms() -> int:
     return time.time_ns() // 1_000_000
+
+
+_MALLOC_TRIM = _load_malloc_trim()
 
 
 @dataclass(slots=True)
@@ -123,6 +152,43 @@ class _Recovered:
             self.metadata.pop(ikey, None)
 
 
+class _HintPaused(Exception):
+    """Raised inside the hint writer when a compaction wants the segments."""
+
+
+class _HintPacer:
+    """Paces the hint writer: it works in steps of ``STEP_S`` and sleeps ``PAUSE_S`` between
+    them, about a tenth of one core, so that requests (reads as much as writes: a lock-free
+    ``get`` leaves no trace to tell a busy store from an idle one) keep the interpreter.  A
+    pause request (compaction) abandons the hint being built.  Once the store is closing it
+    works without pauses, but only until ``Store.CLOSE_HINT_BUDGET_S`` has passed: hints are
+    derived data (the next open scans what has none and queues it again), and a shutdown must
+    not wait many seconds for them.
+    """
+
+    STEP_S = 0.0005
+    PAUSE_S = 0.0045
+
+    __slots__ = ("_store", "_step_end")
+
+    def __init__(self, store: "Store") -> None:
+        self._store = store
+        self._step_end = time.perf_counter() + self.STEP_S
+
+    def tick(self) -> None:
+        if time.perf_counter() < self._step_end:
+            return
+        store = self._store
+        if store._hint_pauses:
+            raise _HintPaused()
+        if store._hint_stop:
+            if time.monotonic() > store._hint_deadline:
+                raise _HintPaused()
+        else:
+            time.sleep(self.PAUSE_S)
+        self._step_end = time.perf_counter() + self.STEP_S
+
+
 @dataclass
 class RecoveryReport:
     segments: int = 0
@@ -132,6 +198,8 @@ class RecoveryReport:
     truncated: list[Damage] = field(default_factory=list)
     corrupt: list[Damage] = field(default_factory=list)
     hints_loaded: int = 0
+    #: segments scanned at open
+    segments_scanned: int = 0
     #: hint files that could not be used (their segment was scanned instead), and why
     hint_problems: list[str] = field(default_factory=list)
     #: what opening did to finish or undo an interrupted compaction
@@ -140,6 +208,10 @@ class RecoveryReport:
 
 class Store:
     """An open data directory.  Use ``Store.open(path)``; close it (or use ``with``)."""
+
+    #: seconds ``close()`` keeps writing the hints of sealed segments before it gives up on
+    #: the rest (the next open scans those segments and queues their hints again)
+    CLOSE_HINT_BUDGET_S = 2.0
 
     def __init__(self, path: str, *, fsync: str, segment_bytes: int, limits: semantics.Limits,
                  clock: Callable[[], int] | None, write_rate_limit: bool) -> None:
@@ -182,6 +254,16 @@ class Store:
         self._encode = None  # codec.encode when records are transformed, else the inline path
         #: key ids (0 = plaintext) of the records and hint file of each segment
         self._segment_key_ids: dict[int, set[int]] = {}
+        #: sealed segments waiting for their hint file, and the thread that writes them
+        self._hint_queue: deque[int] = deque()
+        self._hint_cond = threading.Condition(threading.Lock())
+        self._hint_thread: threading.Thread | None = None
+        self._hint_stop = False
+        self._hint_deadline = 0.0  # once stopping: when close() stops waiting for hints
+        self._hint_busy = False  # a hint is being written
+        self._hint_pauses = 0  # compactions waiting for, or holding, the compaction lock
+        #: hint files written for sealed segments since open (for tests and stats)
+        self.seal_hints_written = 0
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -224,6 +306,7 @@ class Store:
                 store._codec.key_id)
             store._closed = False
             store._commit.start()
+            store._start_hint_thread()
             store._persist_adopted_orphans()
             if DEFAULT_TITLE not in store._catalog.by_title:
                 store.create_namespace(DEFAULT_TITLE)
@@ -240,6 +323,7 @@ class Store:
         self._closing = True  # a running compaction stops at its next step
         if self._compactor is not None:
             self._compactor.stop()
+        self._stop_hint_thread()  # finishes queued hints, within a time budget
         with self._compaction_lock, self._lock:
             if self._closed:
                 return
@@ -258,6 +342,7 @@ class Store:
                 self._release_files()
 
     def _release_files(self) -> None:
+        self._stop_hint_thread()
         self._commit.stop()
         for seg in self._segments.values():
             seg.close()
@@ -298,17 +383,25 @@ class Store:
                                             writable=is_last)
             self._segments[seg_no] = seg
             report.segments += 1
-            if not is_last and hints.hint_name(seg_no) in hint_names:
+            has_hint = hints.hint_name(seg_no) in hint_names
+            if not is_last and has_hint:
                 if self._load_hint(seg, latest, catalog_latest):
                     continue
+            report.segments_scanned += 1
             key_ids = self._segment_key_ids[seg_no] = set()
+            damaged = False
             for item in scan(seg, is_last, self._codec):
                 if isinstance(item, Damage):
                     self._note_damage(seg, item, report)
+                    damaged = True
                     continue
                 report.records += 1
                 key_ids.add(item.header.key_id)
                 self._replay(seg_no, item, latest, catalog_latest)
+            if not is_last and not has_hint and not damaged:
+                # Sealed by an older version, or the process died before its hint was
+                # written: write it now, so the next open need not scan it.
+                self._hint_queue.append(seg_no)
         versions = sorted((seq, ns_id, loc, value, tombstone)
                           for ns_id, found in catalog_latest.items()
                           for seq, loc, value, tombstone in found)
@@ -331,6 +424,7 @@ class Store:
         else:
             self._active = self._new_segment(1)
         self._commit.reset(self._seq)
+        _give_back_free_memory()
         report.live_keys = len(self._index)
         report.seconds = time.perf_counter() - started
         if report.truncated or report.corrupt:
@@ -535,6 +629,142 @@ class Store:
         old.sealed = True
         self._active = new
         log.info("sealed segment %d (%d bytes); writing to %d", old.seg_no, old.size, new.seg_no)
+        if next_no is None:  # compaction seals the active segment only to rewrite it
+            with self._hint_cond:
+                self._hint_queue.append(old.seg_no)
+                self._hint_cond.notify()
+            self._start_hint_thread()
+
+    # ------------------------------------------------------------------ hints of sealed segments
+
+    def _start_hint_thread(self) -> None:
+        """Start the hint writer if segments wait for their hint and it is not running."""
+        with self._hint_cond:
+            if self._hint_thread is not None or not self._hint_queue or self._hint_stop:
+                return
+            self._hint_thread = threading.Thread(target=self._hint_worker, daemon=True,
+                                                 name=f"edgekv-hints {self.path}")
+            self._hint_thread.start()
+
+    def _stop_hint_thread(self) -> None:
+        """Let the hint writer finish the segments already queued, at full speed, for at most
+        ``CLOSE_HINT_BUDGET_S``; then stop it and wait.  Segments still without a hint are
+        scanned at the next open, which queues them again."""
+        with self._hint_cond:
+            if not self._hint_stop:
+                self._hint_deadline = time.monotonic() + self.CLOSE_HINT_BUDGET_S
+            self._hint_stop = True
+            thread = self._hint_thread
+            self._hint_cond.notify_all()
+        if thread is not None and thread is not threading.current_thread():
+            thread.join()
+
+    @contextmanager
+    def hints_paused(self):
+        """Hold the hint writer off (a hint being written is abandoned and queued again), for
+        compaction, which rewrites those segments anyway and must not meet a half-written
+        hint file."""
+        with self._hint_cond:
+            self._hint_pauses += 1
+            while self._hint_busy:
+                self._hint_cond.wait()
+        try:
+            yield
+        finally:
+            with self._hint_cond:
+                self._hint_pauses -= 1
+                self._hint_cond.notify_all()
+
+    def wait_for_hints(self, timeout: float | None = None) -> bool:
+        """Wait until every sealed segment queued for a hint has one (or was given up on);
+        False on timeout.  For tests and benchmarks that look at the directory."""
+        deadline = None if timeout is None else time.monotonic() + timeout
+        with self._hint_cond:
+            while self._hint_queue or self._hint_busy:
+                if self._hint_thread is None and not self._hint_busy:
+                    return not self._hint_queue
+                left = None if deadline is None else deadline - time.monotonic()
+                if left is not None and left <= 0:
+                    return False
+                self._hint_cond.wait(left if left is not None else 1.0)
+        return True
+
+    def _hint_worker(self) -> None:
+        while True:
+            with self._hint_cond:
+                while not self._hint_queue or self._hint_pauses or (
+                        self._hint_stop and time.monotonic() > self._hint_deadline):
+                    if self._hint_stop:
+                        self._hint_thread = None
+                        self._hint_cond.notify_all()
+                        return
+                    self._hint_cond.wait(1.0)
+                seg_no = self._hint_queue.popleft()
+                self._hint_busy = True
+            requeue = False
+            try:
+                self._write_seal_hint(seg_no)
+            except _HintPaused:
+                requeue = True
+            except Exception as exc:  # never fatal: without its hint a segment is scanned
+                log.warning("%s: could not write the hint of segment %d: %s", self.path, seg_no,
+                            exc)
+            with self._hint_cond:
+                if requeue:
+                    self._hint_queue.appendleft(seg_no)
+                self._hint_busy = False
+                self._hint_cond.notify_all()
+
+    def _write_seal_hint(self, seg_no: int) -> bool:
+        """Scan sealed segment ``seg_no`` and write its hint file, off the write path.
+
+        Crash-safe as compaction's hints are: written and fsynced under ``.hint.tmp``, then
+        renamed; a leftover ``.tmp`` is removed at open.  The scan is paced so that writers
+        and readers get the interpreter between steps.  A segment that compaction retired
+        meanwhile gets no hint (and one renamed into place just after is removed again).
+        """
+        with self._lock:
+            seg = self._segments.get(seg_no)
+            if seg is None or seg is self._active:
+                return False
+        path = os.path.join(self.path, hints.hint_name(seg_no))
+        tmp = path + ".tmp"
+        pacer = _HintPacer(self)
+        try:
+            built = hints.sealed_segment_hint(seg, self._codec, pacer.tick)
+            if built is None:
+                log.warning("%s: segment %d has damage; it keeps being scanned at open",
+                            self.path, seg_no)
+                return False
+            writer, size, data = built
+            writer.write(tmp, size, data)
+            del data, built
+            compaction._reach("seal_hint_synced")
+            with self._lock:
+                if seg_no not in self._segments:
+                    os.unlink(tmp)
+                    return False
+            os.rename(tmp, path)
+            compaction._reach("seal_hint_renamed")
+            fsync_dir(self.path)
+        except BaseException:
+            try:
+                os.unlink(tmp)
+            except FileNotFoundError:
+                pass
+            raise
+        with self._lock:
+            if seg_no not in self._segments:  # compacted away between the check and the rename
+                try:
+                    os.unlink(path)
+                except FileNotFoundError:
+                    pass
+                return False
+            if writer.key_id:
+                self._segment_key_ids.setdefault(seg_no, set()).add(writer.key_id)
+            self.seal_hints_written += 1
+        _give_back_free_memory()  # the columns and the encoded file, megabytes each
+        return True
 
     def _sync_active(self) -> None:
         unflushed = None

@@ -183,7 +183,7 @@ class RespConnection(asyncio.Protocol):
             close_after = True
         if self._closed:
             return
-        if self.held or (store.last_seq != before and store.fsync_policy == "always"):
+        if self.held or (store.fsync_policy == "always" and store.last_seq != before):
             seq = store.last_seq if store.last_seq != before else self.held[-1][0]
             self.held.append((seq, payload, close_after))
             self.server.gate.wait_for(self)
@@ -192,9 +192,9 @@ class RespConnection(asyncio.Protocol):
             self._write_now(payload, True)
         elif payload:  # self._send(payload, False), inlined
             pending = self.pending_out
-            pending.append(payload)
-            if len(pending) == 1:
+            if not pending:
                 self.server.schedule_write(self)
+            pending.append(payload)
 
     def _run_pipeline(self, commands: list) -> bytes | None:
         """Run a read's commands as one store batch: its puts reach the file in one write,

@@ -18,28 +18,36 @@ anything else is an *inline* command, one line split with the quoting rules of R
 because clients and tests match on them.  The parser keeps the unparsed bytes in one buffer
 and a position into it, and takes each multibulk command by one of three routes:
 
-* **Fast path.**  hiredis's C ``Reader`` is fed the rest of the buffer and drained.  (Not if
+* **Fast path.**  A short read holding a single ``*`` (one command, the unpipelined case) is
+  split on CRLF: when the first part is ``*N`` for the N arguments that follow and every
+  argument is preceded by its own ``$len``, joining the parts back gives exactly the canonical
+  encoding of those arguments, which Redis parses one way only.  Anything else (a CRLF in a
+  value, a sloppy client, half a command) falls through to what follows, having cost one split.
+  Otherwise hiredis's C ``Reader`` is fed the rest of the buffer and drained.  (Not if
   the bytes hold an aggregate header of five digits or more: hiredis allocates a list of that
   many slots the moment it reads one, and a ``*1000000000`` costs a second of CPU to free, so
   such reads go to the slow path, which checks the count against the limit first.)  hiredis
   parses *replies*, so it accepts more than a server may: ``+``, ``(`` and ``=`` elements come
   back as ``bytes`` just like ``$`` bulk strings, ``~`` and ``|`` aggregates as lists, and
-  ``$-1``, ``:1`` or nested arrays as ``None``, ``int`` or ``list`` elements.  So each reply is
-  checked against the bytes while the reader is drained: it must be a non-empty ``list`` of
-  ``bytes`` and, where its canonical encoding puts them, the bytes must hold ``*`` before the
-  command and ``$`` before every argument.  hiredis reads numbers by Redis's own ``string2ll``
-  rules (no sign, spaces or leading zeros), so a header it accepted is exactly its digits and
-  the next position follows from the lengths alone; by induction every type byte is checked,
-  and the commands are exactly what Redis would have parsed.  If the positions end exactly at
-  the end of the read, hiredis holds nothing; otherwise the read ended inside a command, which
-  starts where the complete ones end and goes to the Python parser.  That is one table lookup
-  and one byte comparison per argument, whatever the values contain (random bytes, base64).
-  Reads longer than the limits allow go through the exact walk instead.
-* **Exact walk.**  Otherwise (garbage, a reply type, a long read or a resumed parse) the batch
-  is checked command by command against the bytes the same way, plus the limits.  This yields
-  the offset where hiredis's answer stops being usable.  (When a resumed parse's batch has none
-  of ``+ ( = ~ | >`` and fits the limits, an empty RESP3 push fed after it tells instead
-  whether hiredis ended between commands: it comes straight back only then.)
+  ``$-1``, ``:1`` or nested arrays as ``None``, ``int`` or ``list`` elements.  Its replies are
+  taken as they are when every one is a non-empty ``list`` of ``bytes`` and the bytes contain
+  none of ``+ ( = ~ | >`` at all (six ``memchr`` scans per read, plus a type check per
+  argument): then no element can have been anything but a bulk string nor a command anything
+  but an array, and as hiredis reads numbers by Redis's own ``string2ll`` rules (no sign,
+  spaces or leading zeros), the commands are exactly what Redis would have parsed.  What is
+  left is whether the read ended between two commands: hiredis consumes a header before its
+  elements arrive, so ``has_data()`` cannot tell.  A sentinel can: an empty RESP3 push
+  (``>0``) fed after the input comes straight back only if hiredis was between replies.  If
+  not, the unfinished command starts where the complete ones end, which their argument lengths
+  give with a few C-level sums.  When the bytes do hold one of those six (base64 and random
+  values often do), each reply is instead checked against the bytes while the reader is
+  drained: ``*`` before the command and ``$`` before every argument, where the canonical
+  encoding puts them.  A header hiredis accepted is exactly its digits, so each position
+  follows from the lengths alone and by induction every type byte is checked; the positions
+  end at the end of the read, or where the unfinished command starts.
+* **Exact walk.**  Otherwise (garbage, a reply type, a long read) the batch is checked
+  command by command against the bytes the same way, plus the limits.  This yields the offset
+  where hiredis's answer stops being usable.
 * **Slow path.**  From that offset one command is parsed in Python with Redis's own rules, and
   the fast path resumes after it.  The Python parser is resumable: a half-received command
   keeps its finished arguments and its pending bulk length, so a 30 MB value arriving in
@@ -90,6 +98,7 @@ __all__ = [
     "ERR_TOO_BIG_BULK_COUNT", "ERR_TOO_BIG_INLINE", "ERR_UNBALANCED_QUOTES",
     "ERR_EXPECTED_DOLLAR", "ERR_QUERY_BUFFER",
     "OK", "PONG", "QUEUED", "NULL2", "NULL3", "NULL_ARRAY2", "EMPTY_ARRAY", "ZERO", "ONE",
+    "BULK_HEADERS",
     "encode", "encode_bulk", "encode_int", "encode_error", "encode_simple", "encode_null",
     "encode_double", "format_double",
     "SimpleString", "ErrorReply", "Verbatim", "Push", "BigNumber", "Attribute", "Encoded",

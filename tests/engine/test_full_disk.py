@@ -238,6 +238,7 @@ def test_compaction_on_a_full_disk_fails_cleanly_and_changes_nothing(tmp_path, f
                     ns.put_raw(b"k%03d" % i, value)
                     expected[b"k%03d" % i] = value
             store.sync()
+            assert store.wait_for_hints(30)  # no hint file appears or goes meanwhile
             spare = reserve(disk, free_kib * 1024) if free_kib else None
             filler = fill(disk)
             if spare is not None:

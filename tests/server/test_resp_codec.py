@@ -241,6 +241,53 @@ def test_cr_ending_a_header_is_enough_like_in_redis():
     assert parse_all(b"*1\r\n$3\r\nfooXY" + pack("PING")) == ([[b"foo"], [b"PING"]], None)
 
 
+@pytest.mark.parametrize("stream", [
+    pack("SET", "k", "a\r\n$1\r\nb"),          # a value holding CRLF and a header look-alike
+    pack("SET", "k", "\r\n"),
+    pack("GET", "k") + b"PING\r\n",            # a complete command, then an inline one
+    pack("GET", "k") + b"PING",                # ... and half of one
+    b"*2\r\n$1\r\na\r\n",                      # fewer arguments than announced
+    b"*1\r\n$1\r\na\r\n$1\r\nb\r\n",           # more lines than announced
+    b"*1\r\n$03\r\nfoo\r\n",                   # a header that is not canonical
+    b"*1\r\n$3\r\nfooXY",                      # no CRLF after the data
+    b"*1\r\n$3\r\nfoo\n\n",
+    b"*0\r\n", b"*-1\r\n",
+    b"*1\r\n+PING\r\n", b"*1\r\n=8\r\ntxt:PING\r\n",
+])
+def test_single_command_reads_agree_with_the_reference(stream):
+    # A read with one '*' is first taken apart on CRLF (the unpipelined fast path): anything
+    # that is not exactly one canonical command must fall through to the exact rules.
+    assert parse_all(stream) == reference(stream)
+    assert parse_bytewise(stream) == reference(stream)
+
+
+@pytest.mark.parametrize("element", [b"+OK\r\n", b"(12\r\n", b"=8\r\ntxt:abcd\r\n", b":1\r\n",
+                                     b"*1\r\n$1\r\na\r\n", b"~1\r\n$1\r\na\r\n"])
+def test_reply_types_behind_values_hiredis_might_misread_are_refused(element):
+    # Values holding '+ ( = ~ | >' send a read through the checked drain, which must still
+    # catch an element that is not a bulk string, anywhere in the pipeline.
+    good = pack("SET", "k", "a=b>c+d(e") * 3
+    stream = good + b"*3\r\n$3\r\nSET\r\n" + element + b"$1\r\nv\r\n" + pack("PING")
+    message = ERR_EXPECTED_DOLLAR.format(chr(element[0]))
+    assert parse_all(stream) == ([[b"SET", b"k", b"a=b>c+d(e"]] * 3, message)
+    assert parse_all(stream) == reference(stream)
+    # Sizes that would cancel out: a '=' element is longer than its bulk, a '+' one shorter.
+    stream = good + b"*3\r\n$3\r\nSET\r\n=14\r\ntxt:0123456789\r\n+0123456789\r\n"
+    assert parse_all(stream) == ([[b"SET", b"k", b"a=b>c+d(e"]] * 3,
+                                 ERR_EXPECTED_DOLLAR.format("="))
+
+
+def test_pipelines_with_suspect_values_cut_anywhere():
+    commands = [[b"SET", b"key:%d" % i, b"VX=[5V>_X^b?+(O~K|" * (i + 1)] for i in range(6)]
+    commands.append([b"GET", b"x" * 2000])  # longer than the size table the walk uses
+    stream = b"".join(pack(*c) for c in commands)
+    for cut in range(len(stream) + 1):
+        assert run([stream[:cut], stream[cut:]]) == (commands, None), cut
+    # Redis never reads the two bytes after an argument: neither may the position checks.
+    sloppy = b"*1\r\n$3\r\na=bXY" + pack("PING") + b"*1\r\n$3\r\n>>>??" + pack("PING")
+    assert parse_all(sloppy) == ([[b"a=b"], [b"PING"], [b">>>"], [b"PING"]], None)
+
+
 # ---------------------------------------------------------------------------- inline commands
 
 
