@@ -639,7 +639,7 @@ class Report:
         scale = self.result("scale")
         if scale:
             for s in scale["sizes"]:
-                facts.append((f"open {keys_label(s['keys'])} keys (full scan)",
+                facts.append((f"open {keys_label(s['keys'])} keys (hints + active segment scan)",
                               num(s["open_s"], "s")))
                 facts.append((f"RSS per key at {keys_label(s['keys'])} keys (after reopen)",
                               num(s["rss_per_key_reopen"], "B")))
@@ -919,7 +919,9 @@ class Report:
             return
         self.add("`bench/engine_bench.py --only open,rss` at each size: keys of 20 B and values "
                  "of 100 B written in scrambled order at `fsync=\"no\"`, then the store reopened "
-                 "(a full scan of its segments; page cache warm). RSS per key is measured in "
+                 "(after the background hint writer has finished: hint files for the sealed "
+                 "segments, a scan of the active one; page cache warm; the open cell's note "
+                 "in the JSON says how many of each). RSS per key is measured in "
                  "fresh child processes (RSS after `gc.collect()` minus the RSS of an empty "
                  "store, over N), once after writing N keys and once after reopening them. The "
                  "engine runs with its defaults" + defaults_text(result) + ".", "")
