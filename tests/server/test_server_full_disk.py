@@ -12,62 +12,21 @@ import errno
 import http.client
 import json
 import os
-import shutil
 import signal
-import subprocess
 import time
 import uuid
-from contextlib import contextmanager
-from pathlib import Path
 
 import pytest
 import redis
 from redis.backoff import NoBackoff
 from redis.retry import Retry
 
+from tests.disk_faults import ext4_that_fails_fsync, fill, tmpfs
 from tests.server.conftest import ServerProcess, free_port, start_server
 
 ENOSPC_TEXT = os.strerror(errno.ENOSPC)  # "No space left on device"
 VALUE = b"v" * 1000
 TOKEN = "rw-" + uuid.uuid4().hex
-
-
-def _run(*cmd: str) -> subprocess.CompletedProcess:
-    return subprocess.run(cmd, capture_output=True, text=True)
-
-
-def _unmount(path: Path) -> None:
-    if _run("umount", str(path)).returncode != 0:
-        _run("umount", "-l", str(path))
-
-
-@contextmanager
-def tmpfs(path: Path, size: str):
-    path.mkdir(parents=True, exist_ok=True)
-    if os.geteuid() != 0:
-        pytest.skip("mounting a small tmpfs needs root")
-    result = _run("mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(path))
-    if result.returncode != 0:
-        pytest.skip(f"cannot mount a tmpfs here: {result.stderr.strip()}")
-    try:
-        yield path
-    finally:
-        _unmount(path)
-
-
-def fill(directory: Path, name: str = "filler") -> Path:
-    """Write a file until the disk is full; deleting it gives the space back."""
-    path = directory / name
-    chunk = b"\0" * 4096
-    with open(path, "wb", buffering=0) as f:
-        while True:
-            try:
-                if f.write(chunk) < len(chunk):
-                    break
-            except OSError as exc:
-                assert exc.errno == errno.ENOSPC, exc
-                break
-    return path
 
 
 def client(server: ServerProcess) -> redis.Redis:
@@ -211,53 +170,6 @@ def test_full_disk_clear_errors_reads_go_on_writes_resume_nothing_acknowledged_l
 
 
 # --------------------------------------------------------------------------- failed fsync
-
-
-@contextmanager
-def ext4_that_fails_fsync(tmp_path: Path, backing_size: str = "3m"):
-    """ext4 (64 MiB as far as it knows) on a loop device backed by a file on a tmpfs of
-    ``backing_size``: writes land in the page cache and the fsync that must write them back
-    fails with EIO.  Yields ``(mountpoint, grow)``; ``grow()`` unmounts, enlarges the tmpfs,
-    checks the file system and mounts it again."""
-    for tool in ("losetup", "mkfs.ext4", "e2fsck"):
-        if shutil.which(tool) is None:
-            pytest.skip(f"{tool} is not installed")
-    with tmpfs(tmp_path / "backing", backing_size) as backing:
-        image = backing / "disk.img"
-        with open(image, "wb") as f:
-            f.truncate(64 * 1024 * 1024)
-        made = _run("mkfs.ext4", "-q", "-F", str(image))
-        if made.returncode != 0:
-            pytest.skip(f"mkfs.ext4 failed: {made.stderr.strip()}")
-        attached = _run("losetup", "-f", "--show", str(image))
-        if attached.returncode != 0:
-            pytest.skip(f"no loop device: {attached.stderr.strip()}")
-        device = attached.stdout.strip()
-        mnt = tmp_path / "ext4"
-        mnt.mkdir()
-        mounted = False
-        try:
-            result = _run("mount", device, str(mnt))
-            if result.returncode != 0:
-                pytest.skip(f"cannot mount ext4 on {device}: {result.stderr.strip()}")
-            mounted = True
-
-            def grow() -> None:
-                nonlocal mounted
-                _unmount(mnt)
-                mounted = False
-                assert _run("mount", "-o", "remount,size=96m", str(backing)).returncode == 0
-                checked = _run("e2fsck", "-fy", device)
-                assert checked.returncode in (0, 1, 2), checked.stdout + checked.stderr
-                again = _run("mount", device, str(mnt))
-                assert again.returncode == 0, again.stderr
-                mounted = True
-
-            yield mnt, grow
-        finally:
-            if mounted:
-                _unmount(mnt)
-            _run("losetup", "-d", device)
 
 
 def test_failed_fsync_is_never_acknowledged_and_writes_stop_until_restart(tmp_path):
