@@ -46,15 +46,11 @@ import tempfile
 import time
 from pathlib import Path
 
+from resp_vs_redis import free_port, wait_for_port
+
 REPO = Path(__file__).resolve().parent.parent
 TARGET_RATIO = 2.0
 _POLL_S = 0.05
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def _command(*args: bytes) -> bytes:
@@ -141,19 +137,12 @@ def _start_server(data_dir: str, port: int, log_path: str, segment_bytes: int,
     log = open(log_path, "ab")
     proc = subprocess.Popen(cmd, cwd=REPO, stdout=log, stderr=subprocess.STDOUT,
                             env={**os.environ, "PYTHONPATH": str(REPO)})
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise RuntimeError(f"edgekv exited with {proc.returncode}; see {log_path}")
-        try:
-            with socket.create_connection(("127.0.0.1", port), timeout=0.5) as s:
-                s.sendall(b"PING\r\n")
-                if s.recv(64):
-                    return proc
-        except OSError:
-            time.sleep(0.05)
-    proc.kill()
-    raise RuntimeError(f"edgekv did not start listening; see {log_path}")
+    try:
+        wait_for_port(port, proc, timeout=60)
+    except RuntimeError as exc:
+        proc.kill()
+        raise RuntimeError(f"{exc}; see {log_path}") from None
+    return proc
 
 
 def _key(i: int) -> bytes:
@@ -236,7 +225,7 @@ def run(keys: int = 200_000, duration_s: float = 10.0, *, value_bytes: int = 100
     parent = work_dir or str(REPO / "bench" / "results")
     os.makedirs(parent, exist_ok=True)
     tmp = tempfile.mkdtemp(prefix="compaction-latency-", dir=parent)
-    port = _free_port()
+    port = free_port()
     proc = _start_server(os.path.join(tmp, "data"), port, os.path.join(tmp, "server.log"),
                          segment_bytes, encryption)
     conn = control = None
