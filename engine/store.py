@@ -53,6 +53,7 @@ from .expiry import ExpiryTracker
 from .index import (KeyIndex, MAX_SEGMENT_NO, index_key, location_segment, ns_prefix,
                     pack_location, unpack_location)
 from .lockfile import DirectoryLock
+from .readcache import DEFAULT_READ_CACHE_BYTES, ReadCache
 from .segment import (SEGMENT_HEADER_SIZE, Damage, SegmentFile, fsync_dir, parse_segment_name,
                       write_fully, scan)
 
@@ -252,6 +253,7 @@ class Store:
         self._ring: crypto.KeyRing | None = None  # None: encryption off
         self._codec = PayloadCodec(None, 0)
         self._encode = None  # codec.encode when records are transformed, else the inline path
+        self._read_cache = ReadCache(0)
         #: key ids (0 = plaintext) of the records and hint file of each segment
         self._segment_key_ids: dict[int, set[int]] = {}
         #: sealed segments waiting for their hint file, and the thread that writes them
@@ -273,7 +275,8 @@ class Store:
              write_rate_limit: bool = False, compaction_threshold: float | None = None,
              compaction_interval: float = 1.0, encryption: bool = True,
              key_file: str | None = None,
-             compression_threshold: int = DEFAULT_COMPRESSION_THRESHOLD) -> "Store":
+             compression_threshold: int = DEFAULT_COMPRESSION_THRESHOLD,
+             read_cache_bytes: int = DEFAULT_READ_CACHE_BYTES) -> "Store":
         """Open (creating if needed) the data directory at ``path`` and recover its contents.
 
         ``fsync``: ``always`` (default; a write returns once it is on disk), ``everysec`` or
@@ -285,6 +288,7 @@ class Store:
         (``engine/crypto.py``, ``docs/encryption.md``).  An encrypted store refuses to open
         without its key or with ``encryption=False``.  ``compression_threshold``: values of
         at least this many bytes are stored zstd-compressed when that saves space; 0: never.
+        ``read_cache_bytes``: memory for recently read values (``engine/readcache.py``); 0: off.
         """
         os.makedirs(path, exist_ok=True)
         store = cls(path, fsync=fsync, segment_bytes=segment_bytes,
@@ -295,6 +299,7 @@ class Store:
             store._ring = crypto.load_key_ring(store.path, encryption=encryption,
                                                key_file=key_file)
             store._codec = PayloadCodec(store._ring, compression_threshold)
+            store._read_cache = ReadCache(read_cache_bytes)
             if store._ring is not None or compression_threshold:
                 store._encode = store._codec.encode
             store._recover()
@@ -347,6 +352,7 @@ class Store:
         for seg in self._segments.values():
             seg.close()
         self._segments.clear()
+        self._read_cache.clear()
         compaction.close_retired(self, all_=True)
         self._active = None
         self._dir_lock.release()
@@ -1138,9 +1144,19 @@ class Store:
         if loc is None:
             return None
         size = loc & 0x3FFF
-        if not size or ikey in self._expiry._expire_ms:
+        if not size:
             entry = self.read_entry(ns, key)
             return None if entry is None else entry.value
+        if self._expiry._expire_ms:
+            expire_ms = self._expiry._expire_ms.get(ikey)
+            if expire_ms is not None and expire_ms <= self.clock_ms():
+                self.lookup(ns, key)  # drops it from the index
+                return None
+        cache = self._read_cache
+        value = cache.values.get(loc)
+        if value is not None:
+            cache.hits += 1
+            return value
         seg = self._segments.get(loc >> 42)
         if seg is None:
             entry = self.read_entry(ns, key)
@@ -1169,11 +1185,14 @@ class Store:
             return None if entry is None else entry.value
         if flags & rec.FLAG_COMPRESSED:
             try:
-                return self._codec.value(buf[start + key_len + meta_len:], flags)
+                value = self._codec.value(buf[start + key_len + meta_len:], flags)
             except ValueError:
                 entry = self.read_entry(ns, key)
                 return None if entry is None else entry.value
-        return buf[start + key_len + meta_len:]
+        else:
+            value = buf[start + key_len + meta_len:]
+        cache.add(loc, value)
+        return value
 
     def _read_record(self, loc: int) -> rec.Record:
         seg_no, offset, size = unpack_location(loc)
@@ -1471,6 +1490,7 @@ class Store:
                 "fsync_count": self._commit.fsync_count,
                 "corrupt_records": len(self.recovery.corrupt),
                 "write_error": str(self._commit.failure) if self._commit.failure else None,
+                "read_cache": self._read_cache.stats(),
             }
 
     def namespace_stats(self) -> list[dict]:

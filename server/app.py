@@ -326,7 +326,7 @@ class EdgeKVServer:
                                 segment_bytes=config.segment_bytes, limits=limits,
                                 write_rate_limit=config.write_rate_limit,
                                 compaction_threshold=config.compaction_threshold or None,
-                                **config.store_crypto_options())
+                                **config.store_data_options())
         self.state = ServerState(self.store, config)
         self.state.protocol_limits_changed = self._protocol_limits_changed
         self.gate = DurabilityGate(self.store)

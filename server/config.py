@@ -43,6 +43,8 @@ class ServerConfig:
     key_file: str | None = None
     #: zstd-compress values at least this long (None: the engine's default; 0 = never)
     compression_threshold: int | None = None
+    #: memory for recently read values (None: the engine's default, 64 MiB; 0 = off)
+    read_cache: int | None = None
     log_level: str = "INFO"
     # REST API credentials.  With none configured the API refuses every request, unless
     # ``http_anonymous`` is set and the API listens on loopback only.
@@ -76,8 +78,8 @@ class ServerConfig:
             raise ValueError("http-anonymous yes is only allowed when the REST API listens on "
                              "loopback; configure --api-token instead")
 
-    def store_crypto_options(self) -> dict:
-        """The ``Store.open`` arguments for encryption at rest and compression."""
+    def store_data_options(self) -> dict:
+        """The ``Store.open`` arguments for encryption, compression and the read cache."""
         options: dict = {}
         if not self.encryption:
             options["encryption"] = False
@@ -85,6 +87,8 @@ class ServerConfig:
             options["key_file"] = self.key_file
         if self.compression_threshold is not None:
             options["compression_threshold"] = self.compression_threshold
+        if self.read_cache is not None:
+            options["read_cache_bytes"] = self.read_cache
         return options
 
     def has_api_credentials(self) -> bool:
@@ -122,7 +126,7 @@ def parse_size(text: str) -> int:
 
 _SIZE_FIELDS = {"segment_bytes", "max_value_bytes", "proto_max_bulk_len",
                 "client_query_buffer_limit", "client_output_buffer_limit",
-                "compression_threshold"}
+                "compression_threshold", "read_cache"}
 
 
 def coerce(name: str, raw: str):

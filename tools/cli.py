@@ -22,6 +22,16 @@ EXAMPLES_SERVE = """example:
 """
 
 
+def _size(text: str) -> int:
+    """A byte size as the config file takes it: ``64mb``, ``512kb``, plain bytes."""
+    from server.config import parse_size
+
+    try:
+        return parse_size(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a size such as 64mb or 0, got {text!r}")
+
+
 def _add_serve(sub) -> None:
     p = sub.add_parser("serve", help="run the RESP (and REST) server",
                        description="Run edgekv's Redis-protocol server on a data directory.",
@@ -62,6 +72,8 @@ def _add_serve(sub) -> None:
                         "beside the data directory); keep a copy: without it the data is lost")
     p.add_argument("--compression-threshold", dest="compression_threshold", type=int,
                    help="zstd-compress values of at least this many bytes (0 = never)")
+    p.add_argument("--read-cache", dest="read_cache", type=_size,
+                   help="memory for recently read values, e.g. 64mb (default) or 0 = off")
     p.add_argument("--segment-bytes", dest="segment_bytes", type=int,
                    help="rotate segment files at this size (default 64 MiB)")
     p.add_argument("--log-level", dest="log_level", default=None,
@@ -79,6 +91,7 @@ def cmd_serve(args) -> int:
         "segment_bytes": args.segment_bytes, "log_level": args.log_level,
         "compaction_threshold": args.compaction_threshold,
         "key_file": args.key_file, "compression_threshold": args.compression_threshold,
+        "read_cache": args.read_cache,
         "api_tokens": args.api_tokens, "api_read_tokens": args.api_read_tokens,
         "auth_email": args.auth_email, "auth_key": args.auth_key, "account_id": args.account_id,
     }

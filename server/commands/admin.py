@@ -69,6 +69,9 @@ def info_sections(session) -> dict[str, list[tuple[str, object]]]:
             ("used_memory", rss), ("used_memory_human", _human(rss)), ("used_memory_rss", rss),
             ("used_memory_rss_human", _human(rss)), ("maxmemory", 0), ("maxmemory_human", "0B"),
             ("maxmemory_policy", "noeviction"), ("mem_allocator", "pymalloc"),
+            ("edgekv_read_cache_budget", st["read_cache"]["budget_bytes"]),
+            ("edgekv_read_cache_used", st["read_cache"]["used_bytes"]),
+            ("edgekv_read_cache_entries", st["read_cache"]["entries"]),
         ],
         "persistence": [
             ("loading", 0), ("async_loading", 0), ("rdb_changes_since_last_save", 0),
@@ -94,6 +97,8 @@ def info_sections(session) -> dict[str, list[tuple[str, object]]]:
             ("rejected_connections", stats.rejected_connections),
             ("expired_keys", stats.expired_keys), ("evicted_keys", 0),
             ("keyspace_hits", stats.keyspace_hits), ("keyspace_misses", stats.keyspace_misses),
+            ("edgekv_read_cache_hits", st["read_cache"]["hits"]),
+            ("edgekv_read_cache_misses", st["read_cache"]["misses"]),
             ("total_error_replies", 0), ("unexpected_error_replies", 0),
             ("total_auth_failures", stats.failed_auth),
             ("total_protocol_errors", stats.protocol_errors),

@@ -83,17 +83,24 @@ def _entry(session, key: bytes):
 # ---------------------------------------------------------------------------- GET / SET
 
 
-@command("get", op="GET")
-def get(session, args):
-    key = args[1]
+def _value(session, key: bytes) -> bytes | None:
+    """Just the value (the engine's fast path, read cache included), counted for INFO."""
     if not 0 < len(key) <= 512 or key == b"." or key == b"..":
         check_key(session, key)
     ns = session.namespace
     value = ns.store.get_value(ns.number, key)
     if value is None:
         session.state.stats.keyspace_misses += 1
+    else:
+        session.state.stats.keyspace_hits += 1
+    return value
+
+
+@command("get", op="GET")
+def get(session, args):
+    value = _value(session, args[1])
+    if value is None:
         return null(session)
-    session.state.stats.keyspace_hits += 1
     size = len(value)
     if size < 1024:  # encode_bulk, inlined
         return BULK_HEADERS[size] + value + b"\r\n"
@@ -231,11 +238,7 @@ def getex(session, args):
 
 @command("mget", op="GET")
 def mget(session, args):
-    out = []
-    for key in args[1:]:
-        entry = _entry(session, key)
-        out.append(None if entry is None else entry.value)
-    return reply(session, out)
+    return reply(session, [_value(session, key) for key in args[1:]])
 
 
 def _pairs(session, args, name: str) -> list[tuple[bytes, bytes]]:

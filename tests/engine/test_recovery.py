@@ -272,7 +272,9 @@ def test_corrupt_catalog_record_gives_the_same_answer_at_every_reopen(tmp_path, 
 
 
 def test_flipped_byte_while_open_raises_corruption_on_read(open_store):
-    store = open_store()  # fsync="always": the records are on disk when put returns
+    # fsync="always": the records are on disk when put returns.  No read cache: every read
+    # goes to the file (test_read_cache.py covers what a cached value does).
+    store = open_store(read_cache_bytes=0)
     ns = store.namespace()
     for i in range(5):
         ns.put(f"key{i}", f"value{i}", metadata={"i": i})
@@ -290,7 +292,7 @@ def test_flipped_byte_while_open_raises_corruption_on_read(open_store):
             ns.get(["key2", "key3"])
         assert ns.get("key2") == "value2" and ns.get("key4") == "value4"
         assert "key3" in [k["name"] for k in ns.list()["keys"]]  # list never reads values
-        flip_byte(path, offset, mask)  # heal it: reads verify every time, nothing is cached
+        flip_byte(path, offset, mask)  # heal it: uncached reads verify every time
         assert ns.get("key3") == "value3", name
 
 
