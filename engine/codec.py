@@ -75,7 +75,8 @@ class PayloadCodec:
         self._local = threading.local()  # a decompressor per reading thread
         self._misses = 0
         self._skip = 0
-        self._aeads: dict[int, AESGCM] = {}
+        #: key id -> AES-GCM object; replaced whole when the ring changes (read lock-free)
+        self.aeads: dict[int, AESGCM] = {}
         #: (key id, AESGCM) new records are sealed with, swapped as one object so a writer and
         #: compaction never pair one key's id with another key
         self._write_key: tuple[int, AESGCM | None] = (0, None)
@@ -95,8 +96,8 @@ class PayloadCodec:
         ring = self.ring
         if ring is None:
             return
-        self._aeads = {kid: self._aeads.get(kid) or AESGCM(key) for kid, key in ring.keys.items()}
-        self._write_key = (ring.active_id, self._aeads[ring.active_id])
+        self.aeads = {kid: self.aeads.get(kid) or AESGCM(key) for kid, key in ring.keys.items()}
+        self._write_key = (ring.active_id, self.aeads[ring.active_id])
 
     # ------------------------------------------------------------------ writing
 
@@ -148,7 +149,7 @@ class PayloadCodec:
     # ------------------------------------------------------------------ reading
 
     def _aead_for(self, key_id: int) -> AESGCM:
-        aead = self._aeads.get(key_id)
+        aead = self.aeads.get(key_id)
         if aead is None:
             if self.ring is None:
                 raise KeyFileError("the store holds encrypted data; open it with encryption "
@@ -169,17 +170,6 @@ class PayloadCodec:
         try:
             return aead.decrypt(buf[start:start + NONCE_SIZE],
                                 buf[start + NONCE_SIZE:start + payload_len], buf[offset + 8:start])
-        except InvalidTag:
-            raise PayloadError("authentication tag mismatch") from None
-
-    def open_record(self, record: bytes, key_id: int, payload_len: int) -> bytes:
-        """``open`` for a record read into its own bytes object (the read path): slices of
-        bytes cost less than memoryviews at this size and need no release."""
-        aead = self._aeads.get(key_id)
-        if aead is None or payload_len < OVERHEAD:
-            return self.open(record, 0, key_id, payload_len)  # raises the right error
-        try:
-            return aead.decrypt(record[_H:_H + NONCE_SIZE], record[_H + NONCE_SIZE:], record[8:_H])
         except InvalidTag:
             raise PayloadError("authentication tag mismatch") from None
 

@@ -40,10 +40,12 @@ import time
 from dataclasses import dataclass, field
 from typing import Callable
 
+from cryptography.exceptions import InvalidTag
+
 from . import compaction, crypto, hints
 from . import record as rec
 from . import semantics
-from .codec import DEFAULT_COMPRESSION_THRESHOLD, PayloadCodec
+from .codec import DEFAULT_COMPRESSION_THRESHOLD, NONCE_SIZE, PayloadCodec
 from .catalog import (CATALOG_NS, DEFAULT_TITLE, Catalog, NamespaceInfo, encode_deletion,
                       encode_entry, new_namespace_id)
 from .durability import GroupCommit, UnflushedWritesError
@@ -68,6 +70,8 @@ _KEY_START = rec.HEADER_SIZE + rec.PAYLOAD_PREFIX_SIZE
 _PREFIX_UNPACK = rec.PAYLOAD_PREFIX.unpack_from
 _CHECKSUM = rec.xxhash.xxh3_64_intdigest
 _TRANSFORMED = rec.FLAG_ENCRYPTED | rec.FLAG_COMPRESSED
+_H = rec.HEADER_SIZE
+_NONCE_END = rec.HEADER_SIZE + NONCE_SIZE  # an encrypted payload: nonce, ciphertext, tag
 
 _MALLOC_TRIM = None  # set below, once the helper exists
 MIB = 1024 * 1024
@@ -151,6 +155,10 @@ class _Recovered:
             self.metadata[ikey] = metadata
         elif self.metadata:
             self.metadata.pop(ikey, None)
+
+
+class _FullPath(Exception):
+    """Inside ``Store.get_value``: this read needs the full, verifying path."""
 
 
 class _HintPaused(Exception):
@@ -1137,60 +1145,53 @@ class Store:
 
         Lock-free: a dict lookup is atomic under the GIL and a record, once written, never
         changes, so the worst a racing write can do is make this return the previous value.
-        Anything unusual (expiring key, large or transformed record) takes the full path.
+        Anything unusual (a large record, one not yet in the file, a failed check) takes the
+        full path, which verifies again and raises the right error.
         """
         ikey = ns.to_bytes(2, "big") + key
         loc = self._index._locations.get(ikey)
         if loc is None:
             return None
-        size = loc & 0x3FFF
-        if not size:
-            entry = self.read_entry(ns, key)
-            return None if entry is None else entry.value
-        if self._expiry._expire_ms:
-            expire_ms = self._expiry._expire_ms.get(ikey)
-            if expire_ms is not None and expire_ms <= self.clock_ms():
-                self.lookup(ns, key)  # drops it from the index
-                return None
-        cache = self._read_cache
-        value = cache.values.get(loc)
-        if value is not None:
-            cache.hits += 1
-            return value
-        seg = self._segments.get(loc >> 42)
-        if seg is None:
-            entry = self.read_entry(ns, key)
-            return None if entry is None else entry.value
-        offset = (loc >> 14) & 0xFFFFFFF
-        if self._wbuf and seg is self._active and offset >= self._wbuf_start:
-            entry = self.read_entry(ns, key)  # not written to the file yet
-            return None if entry is None else entry.value
-        buf = os.pread(seg.fd, size, offset)
-        checksum, magic, flags, kid, plen, _seq, _exp = _HEADER_UNPACK(buf)
-        if (len(buf) != size or flags & ~_TRANSFORMED or magic != rec.RECORD_MAGIC
-                or _CHECKSUM(buf[8:]) != checksum):
-            entry = self.read_entry(ns, key)  # verifies again, raises CorruptionError
-            return None if entry is None else entry.value
-        start = _KEY_START
-        if flags & rec.FLAG_ENCRYPTED:
-            try:
-                buf = self._codec.open_record(buf, kid, plen)
-            except ValueError:  # the tag failed: the full path reports it as corruption
-                entry = self.read_entry(ns, key)
-                return None if entry is None else entry.value
-            start = rec.PAYLOAD_PREFIX_SIZE
-        key_len, meta_len, _hi, _lo = _PREFIX_UNPACK(buf, start - rec.PAYLOAD_PREFIX_SIZE)
-        if buf[start - 2:start + key_len] != ikey:
-            entry = self.read_entry(ns, key)
-            return None if entry is None else entry.value
-        if flags & rec.FLAG_COMPRESSED:
-            try:
-                value = self._codec.value(buf[start + key_len + meta_len:], flags)
-            except ValueError:
-                entry = self.read_entry(ns, key)
-                return None if entry is None else entry.value
-        else:
+        try:
+            size = loc & 0x3FFF
+            if not size:
+                raise _FullPath
+            if self._expiry._expire_ms:
+                expire_ms = self._expiry._expire_ms.get(ikey)
+                if expire_ms is not None and expire_ms <= self.clock_ms():
+                    self.lookup(ns, key)  # drops it from the index
+                    return None
+            cache = self._read_cache
+            value = cache.values.get(loc)
+            if value is not None:
+                cache.hits += 1
+                return value
+            seg = self._segments.get(loc >> 42)
+            offset = (loc >> 14) & 0xFFFFFFF
+            if seg is None or (self._wbuf and seg is self._active and offset >= self._wbuf_start):
+                raise _FullPath  # gone, or still in the batch buffer
+            buf = os.pread(seg.fd, size, offset)
+            checksum, magic, flags, kid, _plen, _seq, _exp = _HEADER_UNPACK(buf)
+            if (len(buf) != size or flags & ~_TRANSFORMED or magic != rec.RECORD_MAGIC
+                    or _CHECKSUM(buf[8:]) != checksum):
+                raise _FullPath
+            if flags & rec.FLAG_ENCRYPTED:
+                aead = self._codec.aeads.get(kid)
+                if aead is None:
+                    raise _FullPath
+                buf = aead.decrypt(buf[_H:_NONCE_END], buf[_NONCE_END:], buf[8:_H])
+                start = _PREFIX_SIZE
+            else:
+                start = _KEY_START
+            key_len, meta_len, _hi, _lo = _PREFIX_UNPACK(buf, start - _PREFIX_SIZE)
+            if buf[start - 2:start + key_len] != ikey:
+                raise _FullPath
             value = buf[start + key_len + meta_len:]
+            if flags & rec.FLAG_COMPRESSED:
+                value = self._codec.value(value, flags)
+        except (_FullPath, InvalidTag, ValueError):  # ValueError: a zstd frame that is bad
+            entry = self.read_entry(ns, key)  # raises CorruptionError for damage
+            return None if entry is None else entry.value
         cache.add(loc, value)
         return value
 
