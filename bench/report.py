@@ -923,8 +923,10 @@ class Report:
                  "segments, a scan of the active one; page cache warm; the open cell's note "
                  "in the JSON says how many of each). RSS per key is measured in "
                  "fresh child processes (RSS after `gc.collect()` minus the RSS of an empty "
-                 "store, over N), once after writing N keys and once after reopening them. The "
-                 "engine runs with its defaults" + defaults_text(result) + ".", "")
+                 "store, over N), once after writing N keys and once after reopening them, "
+                 "with the read cache off: it is a fixed budget (64 MiB by default) that puts "
+                 "and gets fill, not a cost per key. Otherwise the engine runs with its "
+                 "defaults" + defaults_text(result) + ".", "")
         rows = []
         for s in result["sizes"]:
             rows.append([f"{s['keys']:,}", num(s["open_s"], "s"), num(s["open_cpu_s"], "s"),

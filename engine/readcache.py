@@ -1,11 +1,14 @@
-"""Recently read values, by record location: a hit skips pread, checksum, decryption and zstd.
+"""Recently read or written values, by record location: a hit skips pread, checksum,
+decryption and zstd.
 
 Why by location and not by key: a record, once written at a location, never changes, and
 locations are never reused while a store is open (segment numbers only grow, and a failed
 write's location is never indexed).  So a put, delete, expiry, namespace flush or compaction
 needs no invalidation: the index simply stops pointing at the old location, and the cached
 value becomes unreachable until eviction drops it.  A value enters the cache only after its
-record passed the checksum (and, encrypted, the GCM tag), so a hit serves verified bytes.
+record passed the checksum (and, encrypted, the GCM tag), or from the single put that wrote
+it (the bytes the caller gave, not re-read), so a hit serves what is stored.  Bulk writes do not
+fill it: a load of 10,000 keys would push out what readers use.
 
 Eviction is first-in first-out by a byte budget: a dict for lookups (a hit is one
 ``dict.get``, no lock) and a deque for the order.  FIFO rather than LRU because a hit must
@@ -35,14 +38,13 @@ class ReadCache:
         self.values: dict[int, bytes] = {}  # location -> value; read lock-free by the get path
         self._order: deque[int] = deque()
         self.used = 0
-        self.hits = 0  # counted by the caller on its hot path
+        self.hits = 0  # both counted by the caller, on its hot path
         self.misses = 0
         self._lock = threading.Lock()
         self._max_item = budget // 16  # one large value must not flush everything else
 
     def add(self, loc: int, value: bytes) -> None:
-        """Remember ``value`` (the verified, decoded value stored at ``loc``)."""
-        self.misses += 1
+        """Remember ``value``, the decoded value stored at ``loc``."""
         size = len(value) + ENTRY_OVERHEAD
         if size > self._max_item:
             return

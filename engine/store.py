@@ -1059,6 +1059,8 @@ class Store:
             elif self._metadata:
                 self._metadata.pop(ikey, None)
             self._commit.written_seq = seq
+            if size < 16384 and value.__class__ is bytes and self._read_cache.budget:
+                self._read_cache.add(loc, value)  # a GET right after a SET is the common case
         if durable and self._commit.policy == "always":
             self._commit.wait_durable(seq)
         return seq
@@ -1192,6 +1194,7 @@ class Store:
         except (_FullPath, InvalidTag, ValueError):  # ValueError: a zstd frame that is bad
             entry = self.read_entry(ns, key)  # raises CorruptionError for damage
             return None if entry is None else entry.value
+        cache.misses += 1
         cache.add(loc, value)
         return value
 

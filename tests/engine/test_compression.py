@@ -95,7 +95,7 @@ def test_after_many_incompressible_values_compressible_ones_are_compressed_again
 
 def test_a_compressed_value_that_does_not_decompress_is_corruption(open_store):
     """Plaintext and checksum recomputed, so only zstd can notice: reported like a bad checksum."""
-    store = open_store(encryption=False)
+    store = open_store(encryption=False, read_cache_bytes=0)  # every read goes to the file
     ns = store.namespace()
     ns.put("json", JSON_VALUE)
     path, record = find_record(store.path, b"json")

@@ -141,7 +141,7 @@ def test_repair_leaves_nothing_in_plaintext(open_store, tmp_path):
 
 @pytest.mark.parametrize("where", ["ciphertext", "tag", "nonce", "expiration", "key_id"])
 def test_tampered_record_is_caught_like_a_checksum_failure(open_store, tmp_path, where):
-    store = open_store()
+    store = open_store(read_cache_bytes=0)  # every read goes to the file
     ns = store.namespace()
     ns.put("victim", "precious", metadata={"m": 1})
     ns.put("bystander", "fine")

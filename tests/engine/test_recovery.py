@@ -316,7 +316,7 @@ def test_flipped_byte_in_a_large_record_while_open_raises_corruption(open_store)
 
 
 def test_delete_and_overwrite_of_a_corrupt_key_work(open_store):
-    store = open_store()
+    store = open_store(read_cache_bytes=0)  # every read goes to the file
     ns = store.namespace()
     ns.put("a", "1")
     ns.put("b", "2")
