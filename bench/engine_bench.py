@@ -262,7 +262,8 @@ def _wait_for_hints(res: Results, store: Store, when: str) -> None:
     store.wait_for_hints()
     res.add("hints", f"background hint writing, waited {when}", time.perf_counter() - started,
             "s", note=f"{time.process_time() - c0:.1f} CPU-s; a sealed segment's hint file is "
-                      f"written by a paced background thread")
+                      f"written by a background thread, paced to about a tenth of a core "
+                      f"except while someone waits for it, as here")
 
 
 def load_store(path: str, keys: list[str], value: bytes) -> Store:

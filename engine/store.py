@@ -172,7 +172,8 @@ class _HintPacer:
     pause request (compaction) abandons the hint being built.  Once the store is closing it
     works without pauses, but only until ``Store.CLOSE_HINT_BUDGET_S`` has passed: hints are
     derived data (the next open scans what has none and queues it again), and a shutdown must
-    not wait many seconds for them.
+    not wait many seconds for them.  While a caller is blocked in ``wait_for_hints`` it works
+    without pauses too: that caller asked for the hints now.
     """
 
     STEP_S = 0.0005
@@ -193,7 +194,7 @@ class _HintPacer:
         if store._hint_stop:
             if time.monotonic() > store._hint_deadline:
                 raise _HintPaused()
-        else:
+        elif not store._hint_waiters:  # someone blocked in wait_for_hints: no reason to pace
             time.sleep(self.PAUSE_S)
         self._step_end = time.perf_counter() + self.STEP_S
 
@@ -272,6 +273,7 @@ class Store:
         self._hint_deadline = 0.0  # once stopping: when close() stops waiting for hints
         self._hint_busy = False  # a hint is being written
         self._hint_pauses = 0  # compactions waiting for, or holding, the compaction lock
+        self._hint_waiters = 0  # callers blocked in wait_for_hints
         #: hint files written for sealed segments since open (for tests and stats)
         self.seal_hints_written = 0
 
@@ -694,13 +696,17 @@ class Store:
         False on timeout.  For tests and benchmarks that look at the directory."""
         deadline = None if timeout is None else time.monotonic() + timeout
         with self._hint_cond:
-            while self._hint_queue or self._hint_busy:
-                if self._hint_thread is None and not self._hint_busy:
-                    return not self._hint_queue
-                left = None if deadline is None else deadline - time.monotonic()
-                if left is not None and left <= 0:
-                    return False
-                self._hint_cond.wait(left if left is not None else 1.0)
+            self._hint_waiters += 1  # the writer stops pacing itself while anyone waits
+            try:
+                while self._hint_queue or self._hint_busy:
+                    if self._hint_thread is None and not self._hint_busy:
+                        return not self._hint_queue
+                    left = None if deadline is None else deadline - time.monotonic()
+                    if left is not None and left <= 0:
+                        return False
+                    self._hint_cond.wait(left if left is not None else 1.0)
+            finally:
+                self._hint_waiters -= 1
         return True
 
     def _hint_worker(self) -> None:
