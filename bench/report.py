@@ -770,8 +770,8 @@ class Report:
                  f"off here, since Redis does not encrypt; the crypto section gives its cost. "
                  f"Everything else is at `serve`'s defaults, background compaction included "
                  f"(it may run during a SET-heavy run, as it would in production), and so is "
-                 f"the 64 MiB read cache, which every SET fills, as Redis holds every value in "
-                 f"memory.", "")
+                 f"the 64 MiB read cache, which every SET fills (Redis, for comparison, holds "
+                 f"every value in memory).", "")
         self.comparisons.extend(server_comparisons(result))
         self.render_redis_benchmark(result.get("benchmark"))
         self.render_client(result.get("client"))
