@@ -38,7 +38,7 @@ from pathlib import Path
 from typing import Callable
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from resp_vs_redis import Server, check_tools  # noqa: E402
+from resp_vs_redis import Server, check_tools, write_json  # noqa: E402
 
 GET_SHARE, PUT_SHARE = 0.80, 0.15  # the rest is list
 LIST_PAGE = 100
@@ -256,8 +256,7 @@ def main() -> int:
         print(f"{row['fsync']:9} {row['server']:7} {row['dialect']:7} | {row['ops_per_s']:>9,.0f} "
               f"{row['p50_ms']:>7.2f} {row['p99_ms']:>7.2f} {row['p999_ms']:>8.2f}")
     if args.json:
-        Path(args.json).parent.mkdir(parents=True, exist_ok=True)
-        Path(args.json).write_text(json.dumps(result, indent=2))
+        write_json(args.json, result)
     return 0
 
 

@@ -47,10 +47,12 @@ from pathlib import Path
 from typing import Callable
 
 REPO = Path(__file__).resolve().parent.parent
-if str(REPO) not in sys.path:
-    sys.path.insert(0, str(REPO))
+for _path in (str(REPO), str(REPO / "bench")):
+    if _path not in sys.path:
+        sys.path.insert(0, _path)
 
 from engine import Store  # noqa: E402
+from resp_vs_redis import write_json  # noqa: E402
 
 LEVELS = ("always", "everysec")
 VALUE = b"x" * 100
@@ -387,8 +389,7 @@ def main() -> int:
     for name, why in result["skipped"].items():
         print(f"{name}: not run: {why}")
     if args.json:
-        Path(args.json).parent.mkdir(parents=True, exist_ok=True)
-        Path(args.json).write_text(json.dumps(result, indent=2))
+        write_json(args.json, result)
     return 0
 
 

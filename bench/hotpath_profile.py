@@ -23,7 +23,6 @@ from __future__ import annotations
 import argparse
 import collections
 import cProfile
-import json
 import os
 import pstats
 import random
@@ -38,7 +37,7 @@ from typing import Callable
 BENCH = Path(__file__).resolve().parent
 REPO = BENCH.parent
 sys.path.insert(0, str(BENCH))
-from resp_vs_redis import Server, check_tools  # noqa: E402
+from resp_vs_redis import Server, check_tools, write_json  # noqa: E402
 
 KEYSPACE = 100_000
 # py-spy counts a thread in a timed ``Condition.wait`` (or the compactor's pause between two
@@ -202,8 +201,7 @@ def main() -> int:
             for name, share in prof[kind][:10]:
                 print(f"    {share:6.1%}  {name}")
     if args.json:
-        Path(args.json).parent.mkdir(parents=True, exist_ok=True)
-        Path(args.json).write_text(json.dumps(result, indent=2))
+        write_json(args.json, result)
     return 0
 
 

@@ -204,6 +204,13 @@ def summarize(runs: list[dict]) -> list[dict]:
     return summary
 
 
+
+def write_json(path, data) -> None:
+    """``--json``: the raw results, with the directory made if needed."""
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    Path(path).write_text(json.dumps(data, indent=2))
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -241,8 +248,7 @@ def main() -> int:
     print(f"\nmedians of {args.rounds} alternating rounds; redis-benchmark -r 100000 "
           f"-n {args.requests} -c {args.clients}; {os.cpu_count()} cores")
     if args.json:
-        Path(args.json).parent.mkdir(parents=True, exist_ok=True)
-        Path(args.json).write_text(json.dumps(result["summary"], indent=2))
+        write_json(args.json, result["summary"])
     return 0
 
 

@@ -32,7 +32,6 @@ import argparse
 import collections
 import csv
 import io
-import json
 import os
 import re
 import shutil
@@ -47,7 +46,7 @@ from pathlib import Path
 import psutil
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from resp_vs_redis import Server, wait_for_port  # noqa: E402  (same start-up as the ratios)
+from resp_vs_redis import Server, wait_for_port, write_json  # noqa: E402  (same start-up as the ratios)
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -234,10 +233,8 @@ def main() -> int:
         for name, share in top:
             print(f"  {share:6.1%}  {name}")
     if args.json:
-        Path(args.json).parent.mkdir(parents=True, exist_ok=True)
-        Path(args.json).write_text(json.dumps(
-            {"cases": summary,
-             "profiles": {f"{t}-P{p}": top for (t, p), top in profiles.items()}}, indent=2))
+        write_json(args.json, {"cases": summary, "profiles": {
+            f"{t}-P{p}": top for (t, p), top in profiles.items()}})
     return 0
 
 
