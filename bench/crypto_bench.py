@@ -160,7 +160,7 @@ def server_run(value_sizes=(100, 1024), pipelines=(1, 16), rounds: int = 3,
     alternating A/B.  Rates are wall-clock requests per second; server CPU per request too."""
     from pathlib import Path
 
-    from resp_vs_redis import Server, check_tools, redis_benchmark
+    from resp_vs_redis import Server, check_tools, measured_benchmark
 
     problem = check_tools()
     if problem:
@@ -179,12 +179,8 @@ def server_run(value_sizes=(100, 1024), pipelines=(1, 16), rounds: int = 3,
             for size in value_sizes:
                 for pipeline in pipelines:
                     for name in order:
-                        server = servers[name]
-                        cpu0 = server.cpu_seconds()
-                        got = redis_benchmark(server.port, pipeline, requests, clients, size)
-                        cpu1 = server.cpu_seconds()
-                        cpu_us = (None if cpu0 is None or cpu1 is None
-                                  else (cpu1 - cpu0) / (requests * len(got)) * 1e6)
+                        got, cpu_us = measured_benchmark(servers[name], pipeline, requests,
+                                                         clients, size)
                         for test, row in got.items():
                             rows.append({"round": rnd, "config": name, "value_bytes": size,
                                          "pipeline": pipeline, "test": test,

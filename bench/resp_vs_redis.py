@@ -153,12 +153,8 @@ def run(*, fsyncs=("everysec", "always"), pipelines=(1, 16), value_sizes=(100,),
                         for pipeline in pipelines:
                             n = requests[pipeline] if isinstance(requests, dict) else requests
                             for kind in order:
-                                server = servers[kind]
-                                cpu0 = server.cpu_seconds()
-                                rows = redis_benchmark(server.port, pipeline, n, clients, size)
-                                cpu1 = server.cpu_seconds()
-                                cpu_us = (None if cpu0 is None or cpu1 is None
-                                          else (cpu1 - cpu0) / (n * len(rows)) * 1e6)
+                                rows, cpu_us = measured_benchmark(servers[kind], pipeline, n,
+                                                                  clients, size)
                                 for test, row in rows.items():
                                     runs.append({"round": rnd, "fsync": fsync,
                                                  "pipeline": pipeline, "value_bytes": size,
@@ -203,6 +199,18 @@ def summarize(runs: list[dict]) -> list[dict]:
                         "runs": len(edge)})
     return summary
 
+
+
+def measured_benchmark(server: Server, pipeline: int, requests: int, clients: int,
+                       size: int) -> tuple[dict, float | None]:
+    """``redis_benchmark`` against ``server``, plus the server's CPU microseconds per request
+    over the run (None when the process's CPU time cannot be read)."""
+    cpu0 = server.cpu_seconds()
+    rows = redis_benchmark(server.port, pipeline, requests, clients, size)
+    cpu1 = server.cpu_seconds()
+    if cpu0 is None or cpu1 is None:
+        return rows, None
+    return rows, (cpu1 - cpu0) / (requests * len(rows)) * 1e6
 
 
 def write_json(path, data) -> None:
