@@ -161,3 +161,49 @@ def test_a_closed_store_serves_nothing_from_its_cache(open_store):
     assert cache_stats(store)["entries"] == 0
     with pytest.raises(StoreClosedError):
         ns.get("k")
+
+
+def test_threads_writing_and_reading_never_see_a_wrong_value(open_store):
+    """Writers and readers at once, with a budget small enough to evict all the time: every
+    value read is one its key really had, and the cache's accounting stays exact."""
+    import random
+    import threading
+
+    store = open_store(read_cache_bytes=32 * 1024, fsync="no")
+    ns = store.namespace()
+    keys = [f"k{i:03d}" for i in range(200)]
+    for key in keys:
+        ns.put(key, f"{key}:0")
+    errors: list[str] = []
+    stop = threading.Event()
+
+    def writer(seed: int) -> None:
+        rng = random.Random(seed)
+        for version in range(1, 400):
+            key = rng.choice(keys)
+            ns.put(key, f"{key}:{version}" + "x" * rng.randrange(300))
+
+    def reader(seed: int) -> None:
+        rng = random.Random(seed)
+        while not stop.is_set():
+            key = rng.choice(keys)
+            value = ns.get(key)
+            if value is None or not value.startswith(f"{key}:"):
+                errors.append(f"{key} read as {value!r}")
+
+    writers = [threading.Thread(target=writer, args=(i,)) for i in range(3)]
+    readers = [threading.Thread(target=reader, args=(100 + i,)) for i in range(3)]
+    for t in writers + readers:
+        t.start()
+    for t in writers:
+        t.join()
+    stop.set()
+    for t in readers:
+        t.join()
+    assert not errors, errors[:5]
+    cache = store._read_cache
+    assert cache.used == sum(len(v) + ENTRY_OVERHEAD for v in cache.values.values())
+    assert cache.used <= cache.budget
+    assert sorted(cache._order) == sorted(cache.values)
+    for key in keys:  # and the last write of each key is what every read now returns
+        assert ns.get(key) == store.read_entry(ns.number, key.encode()).value.decode()
