@@ -298,7 +298,8 @@ class Store:
         (``engine/crypto.py``, ``docs/encryption.md``).  An encrypted store refuses to open
         without its key or with ``encryption=False``.  ``compression_threshold``: values of
         at least this many bytes are stored zstd-compressed when that saves space; 0: never.
-        ``read_cache_bytes``: memory for recently read values (``engine/readcache.py``); 0: off.
+        ``read_cache_bytes``: memory for recently read or written values (``engine/readcache.py``);
+        0: off.
         """
         os.makedirs(path, exist_ok=True)
         store = cls(path, fsync=fsync, segment_bytes=segment_bytes,
