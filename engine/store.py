@@ -40,12 +40,10 @@ import time
 from dataclasses import dataclass, field
 from typing import Callable
 
-from cryptography.exceptions import InvalidTag
-
 from . import compaction, crypto, hints
 from . import record as rec
 from . import semantics
-from .codec import DEFAULT_COMPRESSION_THRESHOLD, NONCE_SIZE, PayloadCodec
+from .codec import DEFAULT_COMPRESSION_THRESHOLD, PayloadCodec
 from .catalog import (CATALOG_NS, DEFAULT_TITLE, Catalog, NamespaceInfo, encode_deletion,
                       encode_entry, new_namespace_id)
 from .durability import GroupCommit, UnflushedWritesError
@@ -70,8 +68,6 @@ _KEY_START = rec.HEADER_SIZE + rec.PAYLOAD_PREFIX_SIZE
 _PREFIX_UNPACK = rec.PAYLOAD_PREFIX.unpack_from
 _CHECKSUM = rec.xxhash.xxh3_64_intdigest
 _TRANSFORMED = rec.FLAG_ENCRYPTED | rec.FLAG_COMPRESSED
-_H = rec.HEADER_SIZE
-_NONCE_END = rec.HEADER_SIZE + NONCE_SIZE  # an encrypted payload: nonce, ciphertext, tag
 
 _MALLOC_TRIM = None  # set below, once the helper exists
 MIB = 1024 * 1024
@@ -1180,15 +1176,12 @@ class Store:
             if seg is None or (self._wbuf and seg is self._active and offset >= self._wbuf_start):
                 raise _FullPath  # gone, or still in the batch buffer
             buf = os.pread(seg.fd, size, offset)
-            checksum, magic, flags, kid, _plen, _seq, _exp = _HEADER_UNPACK(buf)
+            checksum, magic, flags, kid, plen, _seq, _exp = _HEADER_UNPACK(buf)
             if (len(buf) != size or flags & ~_TRANSFORMED or magic != rec.RECORD_MAGIC
                     or _CHECKSUM(buf[8:]) != checksum):
                 raise _FullPath
             if flags & rec.FLAG_ENCRYPTED:
-                aead = self._codec.aeads.get(kid)
-                if aead is None:
-                    raise _FullPath
-                buf = aead.decrypt(buf[_H:_NONCE_END], buf[_NONCE_END:], buf[8:_H])
+                buf = self._codec.open(buf, 0, kid, plen)
                 start = _PREFIX_SIZE
             else:
                 start = _KEY_START
@@ -1198,7 +1191,7 @@ class Store:
             value = buf[start + key_len + meta_len:]
             if flags & rec.FLAG_COMPRESSED:
                 value = self._codec.value(value, flags)
-        except (_FullPath, InvalidTag, ValueError):  # ValueError: a zstd frame that is bad
+        except (_FullPath, ValueError):  # ValueError: a failed tag, or a bad zstd frame
             entry = self.read_entry(ns, key)  # raises CorruptionError for damage
             return None if entry is None else entry.value
         cache.misses += 1
