@@ -69,31 +69,29 @@ def _put(session, key: bytes, value: bytes, expire_ms: int = 0, metadata: bytes 
     session.namespace.put_raw(key, value, expire_ms, metadata, durable=False)
 
 
-def _entry(session, key: bytes):
-    check_key(session, key)
-    entry = session.namespace.get_entry(key)
+def _counted(session, found):
+    """``found`` (an entry, a value or None), counted in INFO's keyspace hits and misses."""
     stats = session.state.stats
-    if entry is None:
+    if found is None:
         stats.keyspace_misses += 1
     else:
         stats.keyspace_hits += 1
-    return entry
+    return found
+
+
+def _entry(session, key: bytes):
+    check_key(session, key)
+    return _counted(session, session.namespace.get_entry(key))
 
 
 # ---------------------------------------------------------------------------- GET / SET
 
 
 def _value(session, key: bytes) -> bytes | None:
-    """Just the value (the engine's fast path, read cache included), counted for INFO."""
-    if not 0 < len(key) <= 512 or key == b"." or key == b"..":
-        check_key(session, key)
+    """Just the value: the engine's fast path, read cache included."""
+    check_key(session, key)
     ns = session.namespace
-    value = ns.store.get_value(ns.number, key)
-    if value is None:
-        session.state.stats.keyspace_misses += 1
-    else:
-        session.state.stats.keyspace_hits += 1
-    return value
+    return _counted(session, ns.store.get_value(ns.number, key))
 
 
 @command("get", op="GET")
