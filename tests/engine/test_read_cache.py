@@ -15,6 +15,11 @@ def cache_stats(store: Store) -> dict:
     return store.stats()["read_cache"]
 
 
+def location(store: Store, ns, key: str) -> int:
+    """Where the index says ``key``'s record is: the read cache's key for its value."""
+    return store.lookup(ns.number, key.encode())
+
+
 def test_a_put_fills_it_and_reads_hit_with_the_same_value(open_store):
     store = open_store()
     ns = store.namespace()
@@ -103,8 +108,8 @@ def test_the_budget_bounds_memory_and_evicts_oldest_first(open_store):
     assert stats["used_bytes"] <= budget
     assert stats["entries"] == budget // (400 + ENTRY_OVERHEAD)
     cache = store._read_cache
-    newest = store._index._locations[(ns.number).to_bytes(2, "big") + b"key0999"]
-    oldest = store._index._locations[(ns.number).to_bytes(2, "big") + b"key0000"]
+    newest = location(store, ns, "key0999")
+    oldest = location(store, ns, "key0000")
     assert newest in cache.values and oldest not in cache.values
 
 
@@ -144,8 +149,7 @@ def test_damage_after_caching_is_found_by_the_next_uncached_read(open_store):
     assert ns.get("key0003") == "value3" * 20  # the verified copy
     for i in range(4, 1000):  # push it out of the cache
         ns.get(f"key{i:04d}")
-    assert store._index._locations[(ns.number).to_bytes(2, "big") + b"key0003"] \
-        not in store._read_cache.values
+    assert location(store, ns, "key0003") not in store._read_cache.values
     with pytest.raises(CorruptionError):
         ns.get("key0003")
     with pytest.raises(CorruptionError):
