@@ -53,16 +53,32 @@ def fsync_dir(path: str) -> None:
 
 
 class SegmentFile:
-    """One open segment: appends go to the end, reads are positional and lock-free."""
+    """One open segment: appends go to the end, reads are positional and lock-free.
 
-    __slots__ = ("path", "seg_no", "fd", "size", "sealed")
+    A sealed segment never changes again, so reads of it slice a read-only mapping of the file
+    (``view``) instead of making a ``pread`` system call each: about 1 µs less per read that
+    misses the read cache.  The pages it touches are the kernel's page cache, shared and
+    reclaimable; they count in the process's RSS as file-backed memory (see INFO's
+    ``used_memory``, which leaves them out).  The active segment is read with ``pread``.
+    """
+
+    __slots__ = ("path", "seg_no", "fd", "size", "sealed", "view")
 
     def __init__(self, path: str, seg_no: int, fd: int, size: int, sealed: bool) -> None:
         self.path = path
         self.seg_no = seg_no
         self.fd = fd
         self.size = size
-        self.sealed = sealed
+        self.sealed = False
+        self.view: mmap.mmap | None = None
+        if sealed:
+            self.seal()
+
+    def seal(self) -> None:
+        """No more appends: from now on reads go through a mapping of the file."""
+        self.sealed = True
+        if self.view is None and self.size > SEGMENT_HEADER_SIZE:
+            self.view = mmap.mmap(self.fd, self.size, access=mmap.ACCESS_READ)
 
     @classmethod
     def create(cls, directory: str, seg_no: int) -> "SegmentFile":
@@ -136,6 +152,10 @@ class SegmentFile:
             raise WriteFailedError(_describe_os_error("fsync", self.path, exc)) from exc
 
     def read(self, offset: int, size: int) -> bytes:
+        """``size`` bytes at ``offset``, fewer at the end of the file (as ``pread``)."""
+        view = self.view
+        if view is not None:
+            return view[offset:offset + size]
         return os.pread(self.fd, size, offset)
 
     def truncate(self, size: int) -> None:
@@ -144,6 +164,9 @@ class SegmentFile:
         self.size = size
 
     def close(self) -> None:
+        if self.view is not None:
+            self.view.close()
+            self.view = None
         if self.fd >= 0:
             os.close(self.fd)
             self.fd = -1

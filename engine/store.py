@@ -639,7 +639,7 @@ class Store:
             self._commit.fail(exc)  # as fatal as a failed fsync anywhere else
             raise
         new = self._new_segment(next_no or old.seg_no + 1)
-        old.sealed = True
+        old.seal()
         self._active = new
         log.info("sealed segment %d (%d bytes); writing to %d", old.seg_no, old.size, new.seg_no)
         if next_no is None:  # compaction seals the active segment only to rewrite it
@@ -1175,7 +1175,8 @@ class Store:
             offset = (loc >> 14) & 0xFFFFFFF
             if seg is None or (self._wbuf and seg is self._active and offset >= self._wbuf_start):
                 raise _FullPath  # gone, or still in the batch buffer
-            buf = os.pread(seg.fd, size, offset)
+            view = seg.view
+            buf = os.pread(seg.fd, size, offset) if view is None else view[offset:offset + size]
             checksum, magic, flags, kid, plen, _seq, _exp = _HEADER_UNPACK(buf)
             if (len(buf) != size or flags & ~_TRANSFORMED or magic != rec.RECORD_MAGIC
                     or _CHECKSUM(buf[8:]) != checksum):

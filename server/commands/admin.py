@@ -25,12 +25,23 @@ _DEFAULT_SECTIONS = ("server", "clients", "memory", "persistence", "stats", "rep
                      "modules", "keyspace")
 
 
-def _rss_bytes() -> int:
+def _memory_bytes() -> tuple[int, int]:
+    """``(used, rss)``: the process's own memory, and its whole RSS.
+
+    The RSS also counts file-backed pages: the shared libraries, and the pages of sealed
+    segments that reads have touched through their mapping (the kernel's page cache, which it
+    reclaims as needed).  ``used_memory`` leaves those out, so it grows with keys, the read
+    cache and clients, not with how much of the data has been read.
+    """
     try:
         with open("/proc/self/statm") as fh:
-            return int(fh.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
-    except OSError:
-        return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+            fields = fh.read().split()
+        page = os.sysconf("SC_PAGE_SIZE")
+        resident, shared = int(fields[1]) * page, int(fields[2]) * page
+        return resident - shared, resident
+    except (OSError, IndexError, ValueError):
+        peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+        return peak, peak
 
 
 def info_sections(session) -> dict[str, list[tuple[str, object]]]:
@@ -41,7 +52,7 @@ def info_sections(session) -> dict[str, list[tuple[str, object]]]:
     st = store.stats()
     now = time.time()
     uptime = int(now - state.started)
-    rss = _rss_bytes()
+    used, rss = _memory_bytes()
     usage = resource.getrusage(resource.RUSAGE_SELF)
     keyspace = []
     for index, ns in enumerate(store.namespace_stats()):
@@ -66,7 +77,7 @@ def info_sections(session) -> dict[str, list[tuple[str, object]]]:
             ("maxclients", config.maxclients), ("blocked_clients", 0), ("tracking_clients", 0),
         ],
         "memory": [
-            ("used_memory", rss), ("used_memory_human", _human(rss)), ("used_memory_rss", rss),
+            ("used_memory", used), ("used_memory_human", _human(used)), ("used_memory_rss", rss),
             ("used_memory_rss_human", _human(rss)), ("maxmemory", 0), ("maxmemory_human", "0B"),
             ("maxmemory_policy", "noeviction"), ("mem_allocator", "pymalloc"),
             ("edgekv_read_cache_budget", st["read_cache"]["budget_bytes"]),
