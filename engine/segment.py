@@ -55,30 +55,43 @@ def fsync_dir(path: str) -> None:
 class SegmentFile:
     """One open segment: appends go to the end, reads are positional and lock-free.
 
-    A sealed segment never changes again, so reads of it slice a read-only mapping of the file
-    (``view``) instead of making a ``pread`` system call each: about 1 µs less per read that
-    misses the read cache.  The pages it touches are the kernel's page cache, shared and
-    reclaimable; they count in the process's RSS as file-backed memory (see INFO's
-    ``used_memory``, which leaves them out).  The active segment is read with ``pread``.
+    Reads slice a read-only mapping of the file (``view``) instead of making a ``pread`` system
+    call each: about 1 µs less per read that misses the read cache.  The mapping covers a prefix
+    of bytes already written, and written bytes never change, so no reader can see them move:
+    a sealed segment is mapped whole; the active one is mapped again each time writes have run
+    ``MAP_STEP`` bytes past its mapping, and bytes beyond the mapping are read with ``pread``.
+    An old mapping is dropped, not closed: a reader still slicing it keeps it alive.  Mapped
+    pages are the kernel's page cache, shared and reclaimable; they count in the process's RSS
+    as file-backed memory (INFO's ``used_memory`` leaves them out).
     """
 
     __slots__ = ("path", "seg_no", "fd", "size", "sealed", "view")
+
+    #: How far writes may run past the active segment's mapping before it is made again.
+    MAP_STEP = 4 * 1024 * 1024
 
     def __init__(self, path: str, seg_no: int, fd: int, size: int, sealed: bool) -> None:
         self.path = path
         self.seg_no = seg_no
         self.fd = fd
         self.size = size
-        self.sealed = False
+        self.sealed = sealed
         self.view: mmap.mmap | None = None
         if sealed:
-            self.seal()
+            self.map_written(size, step=0)
 
     def seal(self) -> None:
-        """No more appends: from now on reads go through a mapping of the file."""
+        """No more appends (every byte is in the file): map the whole segment."""
         self.sealed = True
-        if self.view is None and self.size > SEGMENT_HEADER_SIZE:
-            self.view = mmap.mmap(self.fd, self.size, access=mmap.ACCESS_READ)
+        self.map_written(self.size, step=0)
+
+    def map_written(self, end: int, step: int = MAP_STEP) -> None:
+        """The file holds every byte below ``end``: map them, when the mapping lags by at
+        least ``step`` bytes.  Called by the writer, under the store's lock."""
+        view = self.view
+        if end - (len(view) if view is not None else 0) >= max(step, 1) and \
+                end > SEGMENT_HEADER_SIZE:
+            self.view = mmap.mmap(self.fd, end, access=mmap.ACCESS_READ)
 
     @classmethod
     def create(cls, directory: str, seg_no: int) -> "SegmentFile":
@@ -137,6 +150,7 @@ class SegmentFile:
             self._rollback(offset)
             raise WriteFailedError(_describe_os_error("write to", self.path, exc)) from exc
         self.size = offset + written
+        self.map_written(self.size)
         return offset
 
     def _rollback(self, offset: int) -> None:
@@ -154,11 +168,12 @@ class SegmentFile:
     def read(self, offset: int, size: int) -> bytes:
         """``size`` bytes at ``offset``, fewer at the end of the file (as ``pread``)."""
         view = self.view
-        if view is not None:
+        if view is not None and offset + size <= len(view):
             return view[offset:offset + size]
         return os.pread(self.fd, size, offset)
 
     def truncate(self, size: int) -> None:
+        self.view = None  # it may reach past the new end, where a read would fault
         os.ftruncate(self.fd, size)
         os.fsync(self.fd)
         self.size = size

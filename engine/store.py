@@ -73,6 +73,7 @@ _MALLOC_TRIM = None  # set below, once the helper exists
 MIB = 1024 * 1024
 DEFAULT_SEGMENT_BYTES = 64 * MIB
 MAX_SEGMENT_BYTES = 128 * MIB  # record offsets must stay below 2**28 (see engine/index.py)
+_MAP_STEP = SegmentFile.MAP_STEP
 _LARGE_VALUE = 64 * 1024  # values this big are written with writev instead of being copied
 _IOV_BATCH = 512  # buffers per writev call; Linux's IOV_MAX is 1024
 
@@ -434,6 +435,7 @@ class Store:
         self._build_index(latest)
         if numbers:
             self._active = self._segments[numbers[-1]]
+            self._active.map_written(self._active.size)  # what recovery kept of it
         else:
             self._active = self._new_segment(1)
         self._commit.reset(self._seq)
@@ -844,6 +846,7 @@ class Store:
                 f"could not write to {seg.path}: {os.strerror(exc.errno or 0)}")
             raise self._flush_error from exc
         self._flush_error = None
+        seg.map_written(self._wbuf_start + len(buf))
         self._wbuf = bytearray()  # a new object: a reader holding the old one stays valid
 
     def _read_bytes(self, seg: SegmentFile, offset: int, size: int) -> bytes:
@@ -1037,6 +1040,9 @@ class Store:
                     seg._rollback(offset)
                     return self.write([Write(ns, key, value, expire_ms, metadata)],
                                       durable=durable)
+                view = seg.view
+                if offset + size - (len(view) if view is not None else 0) >= _MAP_STEP:
+                    seg.map_written(offset + size)
             seg.size = offset + size
             self._seq = seq
             loc = (seg.seg_no << 42) | (offset << 14) | (size if size < 16384 else 0)
@@ -1176,7 +1182,10 @@ class Store:
             if seg is None or (self._wbuf and seg is self._active and offset >= self._wbuf_start):
                 raise _FullPath  # gone, or still in the batch buffer
             view = seg.view
-            buf = os.pread(seg.fd, size, offset) if view is None else view[offset:offset + size]
+            if view is not None and offset + size <= len(view):
+                buf = view[offset:offset + size]
+            else:
+                buf = os.pread(seg.fd, size, offset)
             checksum, magic, flags, kid, plen, _seq, _exp = _HEADER_UNPACK(buf)
             if (len(buf) != size or flags & ~_TRANSFORMED or magic != rec.RECORD_MAGIC
                     or _CHECKSUM(buf[8:]) != checksum):

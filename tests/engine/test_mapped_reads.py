@@ -1,5 +1,6 @@
-"""Sealed segments are read through a read-only mapping of the file: the same bytes, the same
-checks, the same corruption reports as a ``pread``, and nothing left mapped after close."""
+"""Segments are read through a read-only mapping of the file (a sealed one whole, the active one
+up to what was written when it was last mapped): the same bytes, the same checks, the same
+corruption reports as a ``pread``, and nothing left mapped after close."""
 
 from __future__ import annotations
 
@@ -101,3 +102,43 @@ def test_a_segment_holding_only_its_header_is_not_mapped(tmp_path):
     finally:
         seg.close()
     assert os.path.exists(seg.path)
+
+
+def test_the_active_segment_is_mapped_as_it_grows_and_reads_past_the_mapping_use_pread(
+        open_store):
+    store = open_store(fsync="no", read_cache_bytes=0)  # 64 MiB segments: one active segment
+    ns = store.namespace()
+    step = store._active.MAP_STEP
+    value = os.urandom(3000)
+    count = step // 3000 + 200  # past one step, and some records beyond the mapping
+    for i in range(count):
+        ns.put(f"k{i:05d}", value + i.to_bytes(4, "big"))
+    active = store._active
+    assert not active.sealed and active.view is not None
+    mapped = len(active.view)
+    assert step <= mapped < active.size  # a prefix of what was written, never more
+    first, last = segment_of(store, ns, "k00000"), store.lookup(ns.number, f"k{count - 1:05d}".encode())
+    assert first is active and unpack_location(last)[1] >= mapped  # the last one is not mapped
+    for i in range(count):
+        assert ns.get(f"k{i:05d}", type="bytes") == value + i.to_bytes(4, "big")
+    # Damage inside the mapped part is what the next read sees.
+    path, record = find_record(store.path, b"k00007")
+    assert record.end <= mapped
+    flip_byte(path, record.offset + 100, 0x01)
+    with pytest.raises(CorruptionError):
+        ns.get("k00007")
+    flip_byte(path, record.offset + 100, 0x01)
+    assert ns.get("k00007", type="bytes") == value + (7).to_bytes(4, "big")
+
+
+def test_a_reopened_active_segment_is_mapped_as_far_as_recovery_kept_it(open_store):
+    store = open_store(fsync="no", read_cache_bytes=0)
+    ns = store.namespace()
+    value = os.urandom(3000)
+    for i in range(store._active.MAP_STEP // 3000 + 10):
+        ns.put(f"k{i:05d}", value)
+    store.close()
+    store = open_store(fsync="no", read_cache_bytes=0)
+    active = store._active
+    assert active.view is not None and len(active.view) == active.size
+    assert store.namespace().get("k00003", type="bytes") == value
