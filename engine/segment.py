@@ -16,6 +16,7 @@ Recovery follows LevelDB's rule for telling a torn write from corruption:
 from __future__ import annotations
 
 import errno
+import logging
 import mmap
 import os
 import struct
@@ -24,6 +25,8 @@ from typing import Iterator
 
 from . import record as rec
 from .errors import StoreError, WriteFailedError
+
+log = logging.getLogger("edgekv.engine")
 
 SEGMENT_MAGIC = b"EDGEKVSG"
 FORMAT_VERSION = 1
@@ -91,7 +94,13 @@ class SegmentFile:
         view = self.view
         if end - (len(view) if view is not None else 0) >= max(step, 1) and \
                 end > SEGMENT_HEADER_SIZE:
-            self.view = mmap.mmap(self.fd, end, access=mmap.ACCESS_READ)
+            try:
+                self.view = mmap.mmap(self.fd, end, access=mmap.ACCESS_READ)
+            except (OSError, ValueError) as exc:  # e.g. out of address space or map count:
+                # never fatal, as the write it follows already succeeded; reads past the old
+                # mapping use pread.
+                log.warning("could not map %s for reads (%s); reading it with pread", self.path,
+                            exc)
 
     @classmethod
     def create(cls, directory: str, seg_no: int) -> "SegmentFile":

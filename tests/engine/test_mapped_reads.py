@@ -142,3 +142,28 @@ def test_a_reopened_active_segment_is_mapped_as_far_as_recovery_kept_it(open_sto
     active = store._active
     assert active.view is not None and len(active.view) == active.size
     assert store.namespace().get("k00003", type="bytes") == value
+
+
+def test_a_mapping_the_system_refuses_costs_only_speed(open_store, monkeypatch, caplog):
+    # Address space or the map count can run out; the write that triggered the mapping already
+    # succeeded, so it must still be acknowledged and readable (with pread).
+    import engine.segment as segment_module
+
+    store = open_store(fsync="no", read_cache_bytes=0)
+    ns = store.namespace()
+    value = os.urandom(3000)
+
+    def refuse(*args, **kwargs):
+        raise OSError(12, "Cannot allocate memory")
+
+    monkeypatch.setattr(segment_module.mmap, "mmap", refuse)
+    count = store._active.MAP_STEP // 3000 + 50
+    for i in range(count):
+        ns.put(f"k{i:05d}", value)
+    monkeypatch.undo()
+    assert store._active.view is None
+    assert "could not map" in caplog.text
+    assert all(ns.get(f"k{i:05d}", type="bytes") == value for i in range(0, count, 97))
+    store.close()
+    store = open_store(fsync="no", read_cache_bytes=0)
+    assert store.namespace().get(f"k{count - 1:05d}", type="bytes") == value
