@@ -1,4 +1,4 @@
-"""Segment files: append-only logs of records, read by ``pread`` and scanned at recovery.
+"""Segment files: append-only logs of records, read through a mapping and scanned at recovery.
 
 A segment starts with a 16-byte header (magic ``EDGEKVSG``, format version, flags, segment
 number) and then holds records back to back (``engine/record.py``).

@@ -20,7 +20,8 @@ outcome does not depend on the order segments are read in.
 Writes take ``_lock``, append, update the index and release it; under ``fsync="always"`` the
 caller then waits for group commit (``engine/durability.py``), outside the lock, so other
 writers append meanwhile and share the next fsync.  Reads take the lock only to look the key
-up, then ``pread`` the record and verify its checksum: bad bytes raise ``CorruptionError``.
+up, then read the record (a slice of the segment's mapping, ``engine/segment.py``) and verify
+its checksum: bad bytes raise ``CorruptionError``.
 
 Everything here is safe to call from several threads.
 """
