@@ -274,6 +274,13 @@ class Store:
         self._hint_waiters = 0  # callers blocked in wait_for_hints
         #: hint files written for sealed segments since open (for tests and stats)
         self.seal_hints_written = 0
+        #: of those, how many needed the segment read again (see _live_hint)
+        self.seal_hint_scans = 0
+        #: the active segment's hint entries, added as records are appended (None when this
+        #: process did not write all of it: a segment reopened as the active one), and those of
+        #: sealed segments until their hint file is written (``engine/hints.py``: HintColumns)
+        self._live_hint: hints.HintColumns | None = None
+        self._sealed_hints: dict[int, hints.HintColumns] = {}
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -629,6 +636,7 @@ class Store:
                                    f"{os.strerror(exc.errno or 0)}") from exc
         self._segments[seg_no] = seg
         self._segment_key_ids[seg_no] = {self._codec.key_id}
+        self._live_hint = hints.HintColumns(seg_no, seg.size)
         return seg
 
     def _rotate(self, next_no: int | None = None) -> None:
@@ -641,11 +649,14 @@ class Store:
         except WriteFailedError as exc:
             self._commit.fail(exc)  # as fatal as a failed fsync anywhere else
             raise
+        columns = self._live_hint
         new = self._new_segment(next_no or old.seg_no + 1)
         old.seal()
         self._active = new
         log.info("sealed segment %d (%d bytes); writing to %d", old.seg_no, old.size, new.seg_no)
         if next_no is None:  # compaction seals the active segment only to rewrite it
+            if columns is not None and columns.seg_no == old.seg_no:
+                self._sealed_hints[old.seg_no] = columns
             with self._hint_cond:
                 self._hint_queue.append(old.seg_no)
                 self._hint_cond.notify()
@@ -745,13 +756,17 @@ class Store:
         """
         with self._lock:
             seg = self._segments.get(seg_no)
+            columns = self._sealed_hints.pop(seg_no, None)
             if seg is None or seg is self._active:
                 return False
         path = os.path.join(self.path, hints.hint_name(seg_no))
         tmp = path + ".tmp"
         pacer = _HintPacer(self)
         try:
-            built = hints.sealed_segment_hint(seg, self._codec, pacer.tick)
+            built = columns.encode(self._codec, seg.size) if columns is not None else None
+            if built is None:  # written before this process opened it: read it once more
+                self.seal_hint_scans += 1
+                built = hints.sealed_segment_hint(seg, self._codec, pacer.tick)
             if built is None:
                 log.warning("%s: segment %d has damage; it keeps being scanned at open",
                             self.path, seg_no)
@@ -911,7 +926,8 @@ class Store:
                 raise NamespaceNotFoundError("namespace not found")
         seq = self._seq
         pending: list = []  # buffers not yet written
-        placed: list[tuple[Write, int, int, int]] = []  # (write, seq, offset, size), not applied
+        #: (write, seq, offset, size, header flags, key id), not applied yet
+        placed: list[tuple[Write, int, int, int, int, int]] = []
         seg = self._active
         offset = seg.size
         for w in writes:
@@ -932,12 +948,13 @@ class Store:
             elif len(value) >= _LARGE_VALUE:
                 parts, size = rec.encode_parts(seq, flags, w.expire_ms, w.ns, w.key, w.metadata,
                                                value)
+                data = parts[0]  # the header
                 pending.extend(parts)
             else:
                 data = rec.encode(seq, flags, w.expire_ms, w.ns, w.key, w.metadata, bytes(value))
                 size = len(data)
                 pending.append(data)
-            placed.append((w, seq, offset, size))
+            placed.append((w, seq, offset, size, data[10], data[11]))
             offset += size
         self._flush(seg, pending, placed)
         return self._seq
@@ -954,8 +971,13 @@ class Store:
             seg._rollback(start)
             seg.size = start
             raise
-        for w, seq, offset, size in placed:
-            self._apply(w, pack_location(seg.seg_no, offset, size), size)
+        columns = self._live_hint
+        for w, seq, offset, size, flags, key_id in placed:
+            loc = pack_location(seg.seg_no, offset, size)
+            self._apply(w, loc, size)
+            if columns is not None:
+                columns.add(index_key(w.ns, w.key), loc, seq, flags, key_id, w.expire_ms,
+                            w.metadata, offset + size)
         self._seq = placed[-1][1]
 
     def _apply(self, w: Write, loc: int, size: int) -> None:
@@ -1069,6 +1091,9 @@ class Store:
             elif self._metadata:
                 self._metadata.pop(ikey, None)
             self._commit.written_seq = seq
+            columns = self._live_hint
+            if columns is not None:  # data[10], data[11]: the header's flags and key id
+                columns.add(ikey, loc, seq, data[10], data[11], expire_ms, metadata, offset + size)
             if size < 16384 and value.__class__ is bytes and self._read_cache.budget:
                 self._read_cache.add(loc, value)  # a GET right after a SET is the common case
         if durable and self._commit.policy == "always":
