@@ -8,8 +8,11 @@ into a few bulk conversions (``array.frombytes``, one ``zip``) instead of a Pyth
 per record; entries are sorted by index key so building the sorted index costs one merge.
 
 Compaction writes one beside each output segment.  Every other sealed segment gets one too:
-when the store seals its active segment a background thread scans it once more and writes its
-hint (``Store._write_seal_hint``), so opening a store scans only the active segment.  Either way the file is written under
+the store records each record's entry as it appends it to the active segment
+(``HintColumns``), and when it seals that segment a background thread writes the hint from
+those entries (``Store._write_seal_hint``; a segment reopened as the active one, whose earlier
+writes this process never saw, is scanned once more instead), so opening a store scans only
+the active segment.  Either way the file is written under
 ``.hint.tmp``, fsynced and renamed into place; a leftover ``.tmp`` is deleted at open.
 
 A hint is trusted only when its own xxh3-64 checksum, its segment number and the size of the

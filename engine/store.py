@@ -8,7 +8,8 @@ it passes ``segment_bytes`` it is fsynced, sealed and a new one started.  Nothin
 rewritten in place: compaction (``engine/compaction.py``) writes the live records of sealed
 segments into new segments and deletes the old ones.  Every sealed segment gets a hint file
 (``engine/hints.py``): compaction writes those of its outputs, and a background thread writes
-the hint of each segment the store seals; opening loads a sealed segment from its hint instead
+the hint of each segment the store seals, from entries recorded as its records were appended;
+opening loads a sealed segment from its hint instead
 of scanning it, so only the active segment is scanned.
 
 In memory the store keeps the index (every live key, sorted, to a packed location), the
