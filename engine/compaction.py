@@ -46,8 +46,8 @@ from typing import Callable
 
 from . import record as rec
 from .errors import StoreClosedError, StoreError
-from .hints import HINT_SUFFIX, HintWriter, hint_name
-from .index import MAX_OFFSET, MAX_SEGMENT_NO, pack_location
+from .hints import HINT_SUFFIX, HintError, HintWriter, hint_name, read_hint
+from .index import MAX_OFFSET, MAX_SEGMENT_NO, pack_location, unpack_location
 from .segment import (SEGMENT_HEADER, SEGMENT_HEADER_SIZE, SEGMENT_MAGIC, FORMAT_VERSION, Damage,
                       SegmentFile, write_fully, fsync_dir, parse_segment_name, scan, segment_name)
 
@@ -265,6 +265,7 @@ class _Job:
         self.expired: list[tuple[bytes, int]] = []
         self.records_in = 0
         self.records_out = 0
+        self.hinted_inputs = 0  # input segments read through their hint file
 
     def _check_running(self) -> None:
         if self.store._closed or self.store._closing:
@@ -286,53 +287,41 @@ class _Job:
         reached = False
         tick = self.pacer.tick
         progress = self.progress
-        codec = store._codec
         reencrypt = self.reencrypt
         total = sum(store._segments[n].size for n in self.inputs)
         done = 0  # bytes of the inputs already scanned
         for seg_no in self.inputs:
             seg = store._segments[seg_no]
-            for item in scan(seg, False, codec):
-                if isinstance(item, Damage):
-                    raise StoreError(f"segment {seg_no} has a corrupt record at offset "
-                                     f"{item.offset} ({item.reason}); compaction will not copy "
-                                     f"around it: run repair first")
+            hint = self._input_hint(seg)
+            records = self._scanned(seg) if hint is None else self._hinted(seg, hint)
+            for loc, flags, expire_ms, ikey, metadata, position, item in records:
                 self.records_in += 1
                 tick()
                 if self.records_in % _BATCH == 0:
                     self._check_running()
                 if progress is not None and self.records_in % _PROGRESS_EVERY == 0:
-                    progress(done + item.offset, total)
-                header = item.header
-                size = rec.HEADER_SIZE + header.payload_len
-                loc = pack_location(seg_no, item.offset, size)
-                ikey, metadata = rec.decode_index_key_meta(item.payload)
-                if header.flags & rec.FLAG_CATALOG:
+                    progress(done + position, total)
+                if flags & rec.FLAG_CATALOG:
                     ns_id = ikey[2:].decode("ascii")
-                    tombstone = header.flags & rec.FLAG_TOMBSTONE
+                    tombstone = flags & rec.FLAG_TOMBSTONE
                     if not tombstone and catalog_locations.get(ns_id) != loc:
                         continue
                 elif locations.get(ikey) != loc:
                     continue  # overwritten, deleted, flushed: dead for good
-                elif header.expire_ms and header.expire_ms <= now:
+                elif expire_ms and expire_ms <= now:
                     self.expired.append((ikey, loc))
                     continue
-                flags, key_id = header.flags, header.key_id
-                if reencrypt and key_id != codec.key_id:
-                    # Under an older key (or plaintext): sealed again with the active key.
-                    data = codec.reseal(header, item.payload)
-                    _, _, flags, key_id, _, _, _ = rec.HEADER.unpack_from(data)
-                else:
-                    data = rec.HEADER.pack(*header) + bytes(item.stored)
+                header, data = self._record_bytes(seg, loc, item, reencrypt)
+                out_flags, key_id = data[10], data[11]  # the header's flags and key id
                 new_size = len(data)
                 out = self._output_for()
                 offset = out.add(data)
                 out.key_ids.add(key_id)
                 new_loc = pack_location(out.seg_no, offset, new_size)
-                out.hint.add(ikey, new_loc, header.seq, flags, header.expire_ms, metadata, key_id)
+                out.hint.add(ikey, new_loc, header.seq, out_flags, expire_ms, metadata, key_id)
                 self.records_out += 1
-                if header.flags & rec.FLAG_CATALOG:
-                    if not header.flags & rec.FLAG_TOMBSTONE:
+                if flags & rec.FLAG_CATALOG:
+                    if not flags & rec.FLAG_TOMBSTONE:
                         self.catalog_moves.append((ns_id, loc, new_loc, new_size))
                 else:
                     self.moves.append((ikey, loc, new_loc, new_size))
@@ -343,6 +332,73 @@ class _Job:
             done += seg.size
             if progress is not None:
                 progress(done, total)
+
+    def _input_hint(self, seg: SegmentFile):
+        """The segment's hint file, when it has a usable one: it names every record's key,
+        location and header fields, so dead records need not be read at all and live ones
+        need not be decrypted (unless re-encrypted).  None: scan the segment instead."""
+        path = os.path.join(self.store.path, hint_name(seg.seg_no))
+        if not os.path.exists(path):
+            return None
+        try:
+            hint = read_hint(path, seg.seg_no, seg.size, self.store._codec)
+        except HintError as exc:
+            log.info("%s: compacting segment %d by scanning it: %s", self.store.path,
+                     seg.seg_no, exc)
+            return None
+        self.hinted_inputs += 1
+        return hint
+
+    def _scanned(self, seg: SegmentFile):
+        """Every record of ``seg`` as ``copy`` wants it, from a scan that verifies each one
+        (checksum, and tag when encrypted) and refuses to go past damage."""
+        for item in scan(seg, False, self.store._codec):
+            if isinstance(item, Damage):
+                raise StoreError(f"segment {seg.seg_no} has a corrupt record at offset "
+                                 f"{item.offset} ({item.reason}); compaction will not copy "
+                                 f"around it: run repair first")
+            header = item.header
+            ikey, metadata = rec.decode_index_key_meta(item.payload)
+            loc = pack_location(seg.seg_no, item.offset, rec.HEADER_SIZE + header.payload_len)
+            yield loc, header.flags, header.expire_ms, ikey, metadata, item.offset, item
+
+    def _hinted(self, seg: SegmentFile, hint):
+        """Every record of ``seg`` as ``copy`` wants it, from its hint: nothing is read here;
+        ``_record_bytes`` reads and checks the records that are still live."""
+        expire, metadata, flags = hint.expire_ms, hint.metadata, hint.flags
+        size, count = seg.size, len(hint)
+        for i, (ikey, loc) in enumerate(zip(hint.keys, hint.locations)):
+            yield (loc, flags[i], expire.get(i, 0), ikey, metadata.get(i, b""),
+                   size * i // count, None)
+
+    def _record_bytes(self, seg: SegmentFile, loc: int, item, reencrypt: bool):
+        """``(header, record to write)`` for a live record: its bytes as stored, or sealed
+        again under the active key when it is under another one (key rotation)."""
+        codec = self.store._codec
+        if item is None:  # listed by a hint: read it, and check it as a read would
+            _, offset, size = unpack_location(loc)
+            if not size:
+                head = seg.read(offset, rec.HEADER_SIZE)
+                size = rec.HEADER_SIZE + (rec.parse_header(head).payload_len
+                                          if len(head) == rec.HEADER_SIZE else 0)
+            raw = seg.read(offset, size)
+            header = rec.parse_header(raw) if len(raw) >= rec.HEADER_SIZE else None
+            if (header is None or len(raw) != size or header.magic != rec.RECORD_MAGIC
+                    or rec.HEADER_SIZE + header.payload_len != size
+                    or not rec.verify(raw, 0, header.payload_len, header.checksum)):
+                raise StoreError(f"segment {seg.seg_no} has a corrupt record at offset "
+                                 f"{offset} (it fails its checksum); compaction will not copy "
+                                 f"around it: run repair first")
+            if not (reencrypt and header.key_id != codec.key_id):
+                return header, raw
+            plain = (codec.open(raw, 0, header.key_id, header.payload_len)
+                     if header.flags & rec.FLAG_ENCRYPTED else raw[rec.HEADER_SIZE:])
+            return header, codec.reseal(header, plain)
+        header = item.header
+        if reencrypt and header.key_id != codec.key_id:
+            # Under an older key (or plaintext): sealed again with the active key.
+            return header, codec.reseal(header, item.payload)
+        return header, rec.HEADER.pack(*header) + bytes(item.stored)
 
     def free(self) -> None:
         """Drop the per-key lists in steps: freeing a million tuples and ints in one go, as
@@ -534,6 +590,7 @@ def _compact(store, progress: Callable[[int, int], None] | None, reencrypt: bool
         bytes_after = sum(o.size for o in job.outputs)
         summary = _summary(len(inputs), len(job.outputs), bytes_before, bytes_after,
                            job.records_in - job.records_out, started)
+        summary["segments_from_hints"] = job.hinted_inputs
         log.info("compacted %s: %s", store.path, summary)
         return summary
 

@@ -49,7 +49,7 @@ def test_compaction_drops_dead_records_and_keeps_live_ones(open_store, tmp_path,
     summary = store.compact()
 
     assert set(summary) == {"segments_in", "segments_out", "bytes_before", "bytes_after",
-                            "records_dropped", "seconds"}
+                            "records_dropped", "seconds", "segments_from_hints"}
     assert summary["bytes_after"] < summary["bytes_before"] / 3
     assert store.stats()["disk_bytes"] < disk_before / 3
     assert snapshot(store) == before
