@@ -40,3 +40,21 @@ def internal_state(store: Store) -> dict:
             "counts": dict(store._ns_key_counts),
             "seq": store.last_seq,
         }
+
+
+def write_history(store: Store, clock, rounds: int = 2) -> None:
+    """Overwrites across segments, deletes, metadata, expirations and namespace changes."""
+    ns = store.namespace()
+    for round_ in range(rounds):
+        for i in range(250):
+            ns.put(f"key/{i:04d}", f"{round_}:{i}" * (2 + i % 5),
+                   metadata={"i": i} if i % 4 == 0 else None,
+                   expiration=clock.now_s + 3600 + i if i % 6 == 0 else None)
+        for i in range(round_, 250, 9):
+            ns.delete(f"key/{i:04d}")
+    store.create_namespace("other")
+    store.namespace("other").put("é", "unicode", metadata={"k": "ü"})
+    flushed = store.create_namespace("flushed")
+    store.namespace("flushed").put("gone", "1")
+    store.flush_namespace(flushed.id)
+    ns.put("last", "in the active segment")

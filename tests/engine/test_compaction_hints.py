@@ -28,7 +28,7 @@ def _churn(store, clock) -> None:
     gone = store.create_namespace("gone")
     store.namespace("gone").put("a", "b")
     store.delete_namespace(gone.id)
-    kept = store.create_namespace("kept")
+    store.create_namespace("kept")
     store.namespace("kept").put("x", "y", metadata={"m": 1})
     clock.advance(120_000)  # the keys with a 61 s expiration are now expired
 

@@ -11,22 +11,17 @@ import pytest
 
 from engine import hints
 from engine.hints import parse_hint
-from compaction_helpers import snapshot
+from compaction_helpers import snapshot, write_history
 
 SEGMENT = 8192
 
 
 def _write_every_kind_of_record(store, clock) -> None:
-    """Single puts (plain, metadata, expiration, compressible, large), overwrites, deletes,
-    bulk writes and deletes, batched puts (the server's pipeline path) and catalog records."""
+    """``write_history`` (puts with metadata and expirations, overwrites, deletes, namespaces),
+    then compressible and large values, bulk writes and deletes, batched puts (the server's
+    pipeline path) and more catalog records."""
+    write_history(store, clock)
     ns = store.namespace()
-    for round_ in range(2):
-        for i in range(150):
-            ns.put(f"key/{i:04d}", f"{round_}:{i}" * (2 + i % 5),
-                   metadata={"i": i} if i % 4 == 0 else None,
-                   expiration=clock.now_s + 3600 + i if i % 6 == 0 else None)
-        for i in range(round_, 150, 7):
-            ns.delete(f"key/{i:04d}")
     ns.put("compressible", "abc" * 2000)
     ns.put("large", os.urandom(70_000))  # written as separate buffers (writev)
     ns.bulk_put([{"key": f"bulk/{i}", "value": "v" * i, "metadata": {"b": i}} for i in range(60)])
@@ -37,7 +32,7 @@ def _write_every_kind_of_record(store, clock) -> None:
             store.put_one(ns.number, f"batched/{i}".encode(), b"b" * 40, durable=False)
     finally:
         store.end_batch()
-    other = store.create_namespace("other")
+    other = store.create_namespace("another")
     store.rename_namespace(other.id, "renamed")
     store.namespace("renamed").put("é", "unicode", metadata={"k": "ü"})
     store.delete_namespace(other.id)

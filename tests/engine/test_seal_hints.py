@@ -14,28 +14,10 @@ import time
 import pytest
 
 from engine import Store, hints
-from compaction_helpers import internal_state, snapshot
+from compaction_helpers import internal_state, snapshot, write_history
 from kvtest_helpers import REPO_ROOT, flip_byte
 
 SEGMENT = 8192
-
-
-def _fill(store, clock, rounds: int = 2) -> None:
-    """Overwrites across segments, deletes, metadata, expirations and namespace changes."""
-    ns = store.namespace()
-    for round_ in range(rounds):
-        for i in range(250):
-            ns.put(f"key/{i:04d}", f"{round_}:{i}" * (2 + i % 5),
-                   metadata={"i": i} if i % 4 == 0 else None,
-                   expiration=clock.now_s + 3600 + i if i % 6 == 0 else None)
-        for i in range(round_, 250, 9):
-            ns.delete(f"key/{i:04d}")
-    store.create_namespace("other")
-    store.namespace("other").put("é", "unicode", metadata={"k": "ü"})
-    flushed = store.create_namespace("flushed")
-    store.namespace("flushed").put("gone", "1")
-    store.flush_namespace(flushed.id)
-    ns.put("last", "in the active segment")
 
 
 def _segments(directory) -> list[int]:
@@ -51,7 +33,7 @@ def test_every_sealed_segment_gets_a_hint_and_open_scans_only_the_active_one(
         open_store, clock, tmp_path, encryption):
     data = tmp_path / "data"
     store = open_store(fsync="no", segment_bytes=SEGMENT, encryption=encryption)
-    _fill(store, clock)
+    write_history(store, clock)
     expected = snapshot(store)
     assert store.wait_for_hints(60)
     store.close()
@@ -101,7 +83,7 @@ def test_hint_is_written_while_the_store_is_open(open_store, clock, tmp_path):
 def test_sealed_segment_hint_matches_what_verify_expects(open_store, clock, tmp_path):
     from engine.verify import verify_store
     store = open_store(fsync="no", segment_bytes=SEGMENT)
-    _fill(store, clock)
+    write_history(store, clock)
     store.close()
     report = verify_store(str(tmp_path / "data"))
     assert report.hints_checked == len(_segments(tmp_path / "data")) - 1
@@ -112,7 +94,7 @@ def test_sealed_segment_hint_matches_what_verify_expects(open_store, clock, tmp_
 def test_damaged_sealed_segment_hint_falls_back_to_scanning(open_store, clock, tmp_path, where):
     data = tmp_path / "data"
     store = open_store(fsync="no", segment_bytes=SEGMENT)
-    _fill(store, clock)
+    write_history(store, clock)
     expected = snapshot(store)
     store.close()
     victim = data / hints.hint_name(_hinted(data)[1])
@@ -134,7 +116,7 @@ def test_damaged_segment_gets_no_hint(open_store, clock, tmp_path):
     """A sealed segment with a bad record keeps being scanned: recovery must see the damage."""
     data = tmp_path / "data"
     store = open_store(fsync="no", segment_bytes=SEGMENT)
-    _fill(store, clock)
+    write_history(store, clock)
     store.close()
     target = _segments(data)[2]
     os.unlink(data / hints.hint_name(target))
@@ -279,7 +261,7 @@ def test_close_stops_writing_hints_after_its_budget(open_store, clock, tmp_path)
     data = tmp_path / "data"
     store = open_store(fsync="no", segment_bytes=SEGMENT)
     with store.hints_paused():  # build a backlog the writer cannot touch yet
-        _fill(store, clock, rounds=3)
+        write_history(store, clock, rounds=3)
         expected = snapshot(store)
         store.CLOSE_HINT_BUDGET_S = 0.0
     started = time.monotonic()
