@@ -68,7 +68,7 @@ class SegmentFile:
     as file-backed memory (INFO's ``used_memory`` leaves them out).
     """
 
-    __slots__ = ("path", "seg_no", "fd", "size", "sealed", "view")
+    __slots__ = ("path", "seg_no", "fd", "size", "sealed", "view", "_map_retry_at")
 
     #: How far writes may run past the active segment's mapping before it is made again.
     MAP_STEP = 4 * 1024 * 1024
@@ -80,6 +80,7 @@ class SegmentFile:
         self.size = size
         self.sealed = sealed
         self.view: mmap.mmap | None = None
+        self._map_retry_at = 0  # after a refused mapping, the next try waits for more writes
         if sealed:
             self.map_written(size, step=0)
 
@@ -93,12 +94,13 @@ class SegmentFile:
         least ``step`` bytes.  Called by the writer, under the store's lock."""
         view = self.view
         if end - (len(view) if view is not None else 0) >= max(step, 1) and \
-                end > SEGMENT_HEADER_SIZE:
+                end > SEGMENT_HEADER_SIZE and end >= self._map_retry_at:
             try:
                 self.view = mmap.mmap(self.fd, end, access=mmap.ACCESS_READ)
             except (OSError, ValueError) as exc:  # e.g. out of address space or map count:
                 # never fatal, as the write it follows already succeeded; reads past the old
-                # mapping use pread.
+                # mapping use pread.  Tried again after another step of writes, not per write.
+                self._map_retry_at = end + self.MAP_STEP
                 log.warning("could not map %s for reads (%s); reading it with pread", self.path,
                             exc)
 

@@ -162,7 +162,8 @@ def test_a_mapping_the_system_refuses_costs_only_speed(open_store, monkeypatch, 
         ns.put(f"k{i:05d}", value)
     monkeypatch.undo()
     assert store._active.view is None
-    assert "could not map" in caplog.text
+    # Logged, and tried again once per step of writes, not on every put.
+    assert 1 <= caplog.text.count("could not map") <= 2
     assert all(ns.get(f"k{i:05d}", type="bytes") == value for i in range(0, count, 97))
     store.close()
     store = open_store(fsync="no", read_cache_bytes=0)
