@@ -194,6 +194,11 @@ class HintColumns:
             self.meta.append((n, bytes(metadata)))
         self.end = end
 
+    @property
+    def nbytes(self) -> int:
+        """About what the columns hold in memory (metadata left out)."""
+        return len(self.key_blob) + 20 * len(self.seqs)
+
     def encode(self, codec, segment_size: int) -> tuple[HintWriter, int, bytes] | None:
         """``(writer, segment size, encoded file)``, or None when the columns do not end where
         the segment does.  The hint is sealed with the key of the segment's own records (the

@@ -76,6 +76,8 @@ MIB = 1024 * 1024
 DEFAULT_SEGMENT_BYTES = 64 * MIB
 MAX_SEGMENT_BYTES = 128 * MIB  # record offsets must stay below 2**28 (see engine/index.py)
 _MAP_STEP = SegmentFile.MAP_STEP
+#: Memory for the hint entries of sealed segments waiting for the hint writer (see _rotate).
+DEFAULT_PENDING_HINT_BYTES = 32 * MIB
 _LARGE_VALUE = 64 * 1024  # values this big are written with writev instead of being copied
 _IOV_BATCH = 512  # buffers per writev call; Linux's IOV_MAX is 1024
 
@@ -282,6 +284,7 @@ class Store:
         #: sealed segments until their hint file is written (``engine/hints.py``: HintColumns)
         self._live_hint: hints.HintColumns | None = None
         self._sealed_hints: dict[int, hints.HintColumns] = {}
+        self.pending_hint_bytes = DEFAULT_PENDING_HINT_BYTES
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -657,7 +660,14 @@ class Store:
         log.info("sealed segment %d (%d bytes); writing to %d", old.seg_no, old.size, new.seg_no)
         if next_no is None:  # compaction seals the active segment only to rewrite it
             if columns is not None and columns.seg_no == old.seg_no:
-                self._sealed_hints[old.seg_no] = columns
+                pending = self._sealed_hints
+                pending[old.seg_no] = columns
+                # The hint writer is paused while compaction runs; segments sealed meanwhile
+                # must not pile up their entries (some 12 MiB for a full segment).  Past the
+                # budget the oldest give theirs up and are scanned when their turn comes.
+                while len(pending) > 1 and (sum(c.nbytes for c in pending.values())
+                                            > self.pending_hint_bytes):
+                    del pending[min(pending)]
             with self._hint_cond:
                 self._hint_queue.append(old.seg_no)
                 self._hint_cond.notify()

@@ -103,3 +103,31 @@ def test_a_reopened_active_segment_is_scanned_when_it_seals(open_store, clock):
     written = parse_hint(_hint_file(store, first_active), first_active,
                          store._segments[first_active].size, store._codec)
     assert b"".join(written.keys).count(b"before") == 1
+
+
+def test_segments_sealed_while_hints_are_paused_keep_their_entries_within_a_budget(
+        open_store):
+    # Compaction pauses the hint writer; writes meanwhile must not pile up hint entries.
+    store = open_store(fsync="no", segment_bytes=SEGMENT)
+    ns = store.namespace()
+    with store.hints_paused():
+        first = store._active.seg_no
+        i = 0
+        while store._active.seg_no < first + 3:  # three sealed, all kept: within the budget
+            ns.put(f"k{i:05d}", "v" * 100)
+            i += 1
+        assert sorted(store._sealed_hints) == [first, first + 1, first + 2]
+        one = store._sealed_hints[first].nbytes
+        store.pending_hint_bytes = 2 * one + one // 2  # room for two segments' entries
+        while store._active.seg_no < first + 6:  # three more sealed while paused
+            ns.put(f"k{i:05d}", "v" * 100)
+            i += 1
+        assert sorted(store._sealed_hints) == [first + 4, first + 5]  # the newest two
+    assert store.wait_for_hints(60)
+    assert store.seal_hints_written == 6
+    assert store.seal_hint_scans == 4  # the four that gave their entries up were scanned
+    assert not store._sealed_hints
+    store.close()
+    reopened = open_store(fsync="no", segment_bytes=SEGMENT)
+    assert reopened.recovery.segments_scanned == 1
+    assert reopened.namespace().get("k00000") == "v" * 100
