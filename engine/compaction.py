@@ -377,14 +377,10 @@ class _Job:
         codec = self.store._codec
         if item is None:  # listed by a hint: read it, and check it as a read would
             _, offset, size = unpack_location(loc)
-            if not size:
-                head = seg.read(offset, rec.HEADER_SIZE)
-                size = rec.HEADER_SIZE + (rec.parse_header(head).payload_len
-                                          if len(head) == rec.HEADER_SIZE else 0)
-            raw = seg.read(offset, size)
+            raw = seg.read(offset, size or self.store._record_size(seg.seg_no, offset))
             header = rec.parse_header(raw) if len(raw) >= rec.HEADER_SIZE else None
-            if (header is None or len(raw) != size or header.magic != rec.RECORD_MAGIC
-                    or rec.HEADER_SIZE + header.payload_len != size
+            if (header is None or header.magic != rec.RECORD_MAGIC
+                    or rec.HEADER_SIZE + header.payload_len != len(raw)
                     or not rec.verify(raw, 0, header.payload_len, header.checksum)):
                 raise StoreError(f"segment {seg.seg_no} has a corrupt record at offset "
                                  f"{offset} (it fails its checksum); compaction will not copy "
