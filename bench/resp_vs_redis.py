@@ -79,6 +79,9 @@ class Server:
                    "--dir", str(self.dir), "--appendonly", "yes", "--appendfsync",
                    {"no": "no"}.get(fsync, fsync), "--save", "", "--daemonize", "no",
                    "--logfile", str(self.dir / "redis.log")]
+        elif kind == "bare":
+            cmd = [sys.executable, str(REPO / "bench" / "bare_resp_server.py"),
+                   "--port", str(self.port)]
         else:
             cmd = [sys.executable, "-m", "tools.cli", "serve", "--port", str(self.port),
                    "--data-dir", str(self.dir / "data"), "--fsync", fsync, "--http-port", "0",
@@ -132,23 +135,25 @@ def check_tools() -> str | None:
 
 def run(*, fsyncs=("everysec", "always"), pipelines=(1, 16), value_sizes=(100,), rounds=3,
         requests: int | dict = 200_000, clients=50, edgekv_args: tuple[str, ...] = (),
-        progress: Callable[[str], None] = print) -> dict:
+        bare: bool = False, progress: Callable[[str], None] = print) -> dict:
     """The whole matrix, both servers alternating A/B in every round.
 
     ``requests`` is a count per run, or a dict pipeline -> count (a pipelined run of the same
     count finishes many times sooner).  Returns ``{"runs": [...], "summary": [...]}``: one row
     per (round, fsync, pipeline, value size, server, test), and per case the medians with the
     edgekv/Redis ratios.  Server CPU per request is ``cpu_us_per_op`` (both tests of a run share
-    the server's CPU in proportion to their time, so it is given per run, over both)."""
+    the server's CPU in proportion to their time, so it is given per run, over both).
+    ``bare`` adds ``bench/bare_resp_server.py`` (the floor for any Python server) to every
+    round; its numbers appear as ``bare_*`` in the summary."""
+    kinds = ("redis", "edgekv", "bare") if bare else ("redis", "edgekv")
     runs: list[dict] = []
     workdir = Path(tempfile.mkdtemp(prefix="edgekv-bench-", dir=os.environ.get("BENCH_TMP")))
     try:
         for fsync in fsyncs:
-            servers = {kind: Server(kind, fsync, workdir, edgekv_args)
-                       for kind in ("redis", "edgekv")}
+            servers = {kind: Server(kind, fsync, workdir, edgekv_args) for kind in kinds}
             try:
                 for rnd in range(rounds):
-                    order = ("redis", "edgekv") if rnd % 2 == 0 else ("edgekv", "redis")
+                    order = kinds if rnd % 2 == 0 else kinds[::-1]
                     for size in value_sizes:
                         for pipeline in pipelines:
                             n = requests[pipeline] if isinstance(requests, dict) else requests
@@ -181,7 +186,7 @@ def summarize(runs: list[dict]) -> list[dict]:
         cases.setdefault(key, {}).setdefault(r["server"], []).append(r)
     summary = []
     for (fsync, pipeline, size, test), by_server in cases.items():
-        red, edge = by_server.get("redis"), by_server.get("edgekv")
+        red, edge, bare = (by_server.get(k) for k in ("redis", "edgekv", "bare"))
         if not red or not edge:
             continue
 
@@ -197,6 +202,11 @@ def summarize(runs: list[dict]) -> list[dict]:
                         "redis_cpu_us_per_op": med(red, "cpu_us_per_op"),
                         "edgekv_cpu_us_per_op": med(edge, "cpu_us_per_op"),
                         "runs": len(edge)})
+        if bare:
+            summary[-1].update({"bare_rps": med(bare, "rps"),
+                                "bare_ratio": med(bare, "rps") / med(red, "rps"),
+                                "bare_p99": med(bare, "p99"),
+                                "bare_cpu_us_per_op": med(bare, "cpu_us_per_op")})
     return summary
 
 
@@ -229,6 +239,8 @@ def main() -> int:
     parser.add_argument("--pipeline", nargs="+", type=int, default=[1, 16])
     parser.add_argument("--value-size", nargs="+", type=int, default=[100],
                         help="redis-benchmark -d, bytes (default 100)")
+    parser.add_argument("--bare", action="store_true",
+                        help="also run bench/bare_resp_server.py, the floor for a Python server")
     parser.add_argument("--json", help="write raw results here")
     args = parser.parse_args()
     missing = check_tools()
@@ -237,7 +249,7 @@ def main() -> int:
 
     result = run(fsyncs=args.fsync, pipelines=args.pipeline, value_sizes=args.value_size,
                  rounds=args.rounds, requests=args.requests, clients=args.clients,
-                 progress=lambda line: print(line, flush=True))
+                 bare=args.bare, progress=lambda line: print(line, flush=True))
 
     print()
     header = (f"{'fsync':9} {'-d':>5} {'-P':>3} {'test':4} | {'redis ops/s':>12} "
@@ -253,6 +265,17 @@ def main() -> int:
               f"{(f'{target:.1f}' if target else '-'):>6} | {row['redis_p50']:>9.3f} "
               f"{row['edgekv_p50']:>10.3f} | {row['redis_p99']:>9.3f} {row['edgekv_p99']:>10.3f} "
               f"{row['edgekv_p99'] / row['redis_p99']:>6.2f}")
+    if args.bare:
+        print(f"\n{'fsync':9} {'-d':>5} {'-P':>3} {'test':4} | {'bare ops/s':>11} "
+              f"{'bare/redis':>10} {'edgekv/bare':>11} | {'CPU us/op: redis':>16} "
+              f"{'bare':>6} {'edgekv':>7}")
+        for row in result["summary"]:
+            cpu = [row.get(f"{k}_cpu_us_per_op") for k in ("redis", "bare", "edgekv")]
+            cpu_text = " ".join(f"{c:>{w}.1f}" if c is not None else f"{'-':>{w}}"
+                                for c, w in zip(cpu, (16, 6, 7)))
+            print(f"{row['fsync']:9} {row['value_bytes']:>5} {row['pipeline']:>3} "
+                  f"{row['test']:4} | {row['bare_rps']:>11,.0f} {row['bare_ratio']:>10.2f} "
+                  f"{row['edgekv_rps'] / row['bare_rps']:>11.2f} | {cpu_text}")
     print(f"\nmedians of {args.rounds} alternating rounds; redis-benchmark -r 100000 "
           f"-n {args.requests} -c {args.clients}; {os.cpu_count()} cores")
     if args.json:

@@ -145,6 +145,8 @@ def main() -> int:
     parser.add_argument("--pipeline", nargs="+", type=int, default=[1, 16])
     parser.add_argument("--tests", nargs="+", default=["set", "get"])
     parser.add_argument("--redis", action="store_true", help="also measure redis-server")
+    parser.add_argument("--bare", action="store_true",
+                        help="also measure bench/bare_resp_server.py, the floor for Python")
     parser.add_argument("--base", metavar="DIR", help="also measure edgekv from this checkout")
     parser.add_argument("--encryption", choices=("yes", "no"), help="edgekv's --encryption")
     parser.add_argument("--compaction", action="store_true",
@@ -163,14 +165,14 @@ def main() -> int:
     trees = {"edgekv": REPO}
     if args.base:
         trees["base"] = Path(args.base).resolve()
-    kinds = list(trees) + ["redis"] * args.redis
+    kinds = list(trees) + ["redis"] * args.redis + ["bare"] * args.bare
     runs: dict = collections.defaultdict(list)  # (kind, test, pipeline) -> [measurement]
     profiles: dict = {}
     workdir = Path(tempfile.mkdtemp(prefix="edgekv-cpu-", dir=os.environ.get("BENCH_TMP")))
     servers: dict = {}
     try:
         for kind in kinds:
-            servers[kind] = (Server(kind, args.fsync, workdir) if kind == "redis" else
+            servers[kind] = (Server(kind, args.fsync, workdir) if kind in ("redis", "bare") else
                              EdgeKV(kind, trees[kind], args.fsync, workdir, extra))
             preload(servers[kind].port, args.keyspace)
         for rnd in range(args.rounds):

@@ -98,7 +98,7 @@ class DurabilityGate:
 
 class RespConnection(asyncio.Protocol):
     __slots__ = ("server", "state", "store", "transport", "session", "parser", "held",
-                 "pending_out", "_paused", "_closed")
+                 "pending_out", "unwritten", "_paused", "_closed")
 
     def __init__(self, server: "EdgeKVServer") -> None:
         self.server = server
@@ -108,6 +108,9 @@ class RespConnection(asyncio.Protocol):
         self.session: Session | None = None
         self.held: deque = deque()  # (seq, payload, close_after)
         self.pending_out: list[bytes] = []  # replies to write at the end of this loop iteration
+        # Indexes into pending_out of single replies acknowledging a put the store still holds
+        # in its buffer: they become errors if the disk refuses it (see _flush_writes).
+        self.unwritten: list[int] = []
         self._paused = False
         self._closed = False
 
@@ -194,6 +197,8 @@ class RespConnection(asyncio.Protocol):
             pending = self.pending_out
             if not pending:
                 self.server.schedule_write(self)
+            if len(commands) == 1 and store.last_seq != before:
+                self.unwritten.append(len(pending))
             pending.append(payload)
 
     def _run_pipeline(self, commands: list) -> bytes | None:
@@ -248,10 +253,13 @@ class RespConnection(asyncio.Protocol):
                 self.server.schedule_write(self)
 
     def flush_out(self) -> None:
-        """Write this iteration's replies: ``_write_now`` inlined, as this runs per reply."""
+        """Write this iteration's replies: ``_write_now`` inlined, as this runs per reply.
+        The caller has written the store's deferred puts (``EdgeKVServer._flush_writes``)."""
         pending = self.pending_out
         if pending:
             self.pending_out = []
+            if self.unwritten:
+                self.unwritten = []
             if self._closed:
                 return
             payload = pending[0] if len(pending) == 1 else b"".join(pending)
@@ -265,8 +273,23 @@ class RespConnection(asyncio.Protocol):
                             self.session.addr, limit)
                 self.kill()
 
+    def refuse_unwritten(self, error: bytes) -> None:
+        """The disk refused the deferred puts these replies acknowledge: say so instead."""
+        for i in self.unwritten:
+            self.pending_out[i] = error
+        self.unwritten = []
+
     def _write_now(self, payload: bytes, close_after: bool) -> None:
+        if self.store._wbuf:  # deferred puts reach the file before any reply goes out
+            try:
+                self.store.flush_writes()
+            except WriteFailedError as exc:
+                log.error("client %s: its writes could not be written: %s", self.session.addr,
+                          exc)
+                self.kill()  # nothing it wrote may be acknowledged, and it is closing anyway
+                return
         if self.pending_out:
+            self.unwritten = []
             payload = b"".join(self.pending_out) + payload
             self.pending_out = []
         transport = self.transport
@@ -344,8 +367,22 @@ class EdgeKVServer:
 
     def _flush_writes(self) -> None:
         queue, self._write_queue = self._write_queue, []
+        if self.store._wbuf:
+            self.write_deferred_puts(queue)
         for conn in queue:
             conn.flush_out()
+
+    def write_deferred_puts(self, conns) -> None:
+        """Write the SETs this iteration left in the store's buffer, before any reply that
+        acknowledges them is sent; if the disk refuses, those replies become the error."""
+        try:
+            self.store.flush_writes()
+        except WriteFailedError as exc:
+            log.error("writes could not be written: %s", exc)
+            error = encode_error(kv_error_text(exc))
+            for conn in conns:
+                if conn.unwritten:
+                    conn.refuse_unwritten(error)
 
     def _protocol_limits_changed(self) -> None:
         c = self.config

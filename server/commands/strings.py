@@ -117,7 +117,11 @@ def set_(session, args):
         store = ns.store
         if (0 < len(key) <= 512 and key != b"." and key != b".."
                 and len(value) <= store.limits.max_value_bytes and not store.write_rate_limit):
-            store.put_one(ns.number, key, value, durable=False)
+            # Deferred: the server writes the loop iteration's SETs at once before replying.
+            # Not under fsync=always, where a refused write must still answer this SET with
+            # the error rather than fail the group commit the reply waits for.
+            store.put_one(ns.number, key, value, durable=False,
+                          deferred=store.fsync_policy != "always")
             return OK
     nx = xx = want_old = keepttl = False
     unit = None

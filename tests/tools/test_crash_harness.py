@@ -35,6 +35,23 @@ def test_short_run_loses_nothing(tmp_path):
     assert summary and int(summary.group(1)) > 1000, out[-2000:]
 
 
+@pytest.mark.slow
+@pytest.mark.timeout(300)
+def test_everysec_loses_nothing_on_kill_9(tmp_path):
+    """Under everysec the server writes a loop iteration's plain SETs in one write just before
+    their replies: a process kill must still lose none of them (removing that write before the
+    replies makes this fail within a few cycles)."""
+    proc = subprocess.run(
+        [sys.executable, "-m", "tools.crash_harness", "--cycles", "10", "--seed", "77",
+         "--fsync", "everysec", "--work-dir", str(tmp_path / "run")],
+        cwd=REPO, env={**os.environ, "PYTHONPATH": str(REPO)}, capture_output=True, text=True,
+        timeout=280, check=False)
+    assert proc.returncode == 0, proc.stdout[-4000:] + proc.stderr[-4000:]
+    summary = re.search(r"^cycles: 10, acknowledged writes checked: (\d+), losses: 0$",
+                        proc.stdout, re.MULTILINE)
+    assert summary and int(summary.group(1)) > 1000, proc.stdout[-2000:]
+
+
 def _write(value, sent, acked, ttl=None, metadata=None):
     return Write(value, metadata, ttl, None, sent, 1000.0 + sent,
                  None if acked is None else acked, None if acked is None else 1000.0 + acked)
