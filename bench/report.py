@@ -58,7 +58,7 @@ BEHIND_ROWS = 30  # the table lists this many of the largest gaps
 FULL = {
     "server": {"fsyncs": ("no", "everysec", "always"), "pipelines": (1, 16),
                "value_sizes": (100, 4096), "rounds": 3, "requests": {1: 30_000, 16: 100_000},
-               "clients": 50},
+               "clients": 50, "bare": True},
     "client": {"fsyncs": ("no", "everysec", "always"), "rounds": 3, "seconds": 4.0,
                "clients": 4, "keys": 10_000},
     "profile": {"seconds": 8.0, "pipelines": (1, 16)},
@@ -69,7 +69,7 @@ FULL = {
 }
 QUICK = {
     "server": {"fsyncs": ("everysec", "always"), "pipelines": (1, 16), "value_sizes": (100,),
-               "rounds": 2, "requests": {1: 1_000, 16: 5_000}, "clients": 20},
+               "rounds": 2, "requests": {1: 1_000, 16: 5_000}, "clients": 20, "bare": True},
     "client": {"fsyncs": ("everysec",), "rounds": 2, "seconds": 1.0, "clients": 2,
                "keys": 1_000},
     "profile": {"seconds": 2.0, "pipelines": (16,), "keyspace": 10_000, "engine_ops": 20_000},
@@ -792,6 +792,13 @@ class Report:
                  f"alternating. Server CPU is the server process's user+system time per "
                  f"request over the SET and GET parts of a run together (it varies less with "
                  f"the machine's load than ops/s).", "")
+        if any(x["server"] == "bare" for x in runs):
+            self.add("\"bare\" is `bench/bare_resp_server.py`, run in the same rounds: asyncio "
+                     "with uvloop, hiredis and a dict, answering GET and SET and nothing else "
+                     "(no durability, no limits, no KV semantics). It is the floor for any "
+                     "Python server on this machine, so `edgekv / bare` is what edgekv's own "
+                     "work costs, and `bare / redis` what Python costs before edgekv does "
+                     "anything.", "")
         cases = sorted({(r_["fsync"], r_["value_bytes"], r_["pipeline"], r_["test"])
                         for r_ in runs}, key=lambda c: (("no", "everysec", "always").index(c[0])
                                                         if c[0] in ("no", "everysec", "always")
@@ -807,16 +814,21 @@ class Report:
             p99e, p99r = vals("edgekv", "p99"), vals("redis", "p99")
             cpue = [v for v in vals("edgekv", "cpu_us_per_op") if v is not None]
             cpur = [v for v in vals("redis", "cpu_us_per_op") if v is not None]
+            bare = vals("bare", "rps")
+            bare_cells = ([spread(bare), ratio_text(statistics.median(e) /
+                                                   statistics.median(bare) if e else None)]
+                          if bare else ["–", "–"])
             rows.append([fsync, size_label(size), str(pipe), test, spread(rd), spread(e),
-                         ratio_text(ratio), num(statistics.median(vals("redis", "p50"))),
+                         ratio_text(ratio), *bare_cells,
+                         num(statistics.median(vals("redis", "p50"))),
                          num(statistics.median(vals("edgekv", "p50"))), spread(p99r),
                          spread(p99e),
                          num(statistics.median(cpur)) if cpur else "–",
                          num(statistics.median(cpue)) if cpue else "–"])
         self.add(table(["fsync", "value", "-P", "test", "redis ops/s", "edgekv ops/s",
-                        "edgekv / redis", "redis p50 ms", "edgekv p50 ms", "redis p99 ms",
-                        "edgekv p99 ms", "redis CPU µs/op", "edgekv CPU µs/op"], rows,
-                       "lrrlrrrrrrrrr"), "")
+                        "edgekv / redis", "bare ops/s", "edgekv / bare", "redis p50 ms",
+                        "edgekv p50 ms", "redis p99 ms", "edgekv p99 ms", "redis CPU µs/op",
+                        "edgekv CPU µs/op"], rows, "lrrlrrrrrrrrrrr"), "")
         self.figure("server_throughput", r, "redis-benchmark throughput per fsync mode")
 
     def render_client(self, part) -> None:

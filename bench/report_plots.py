@@ -15,7 +15,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
 COLORS = {"edgekv": "#d62728", "redis": "#1f77b4", "sqlite": "#2ca02c", "lmdb": "#9467bd",
-          "diskcache": "#8c564b"}
+          "diskcache": "#8c564b", "bare": "#7f7f7f"}
 MODES = ("no", "everysec", "always")
 
 
@@ -65,14 +65,16 @@ def server_throughput(section: dict, out_dir: Path) -> Path | None:
                              sharey=True)
     for ax, mode in zip(axes[0], modes):
         series = {}
-        for server in ("redis", "edgekv"):
+        for server in ("redis", "edgekv", "bare"):
+            if not any(r["server"] == server for r in runs):
+                continue
             cells = []
             for size, pipe, test in cases:
                 values = [r["rps"] for r in runs if (r["fsync"], r["server"], r["value_bytes"],
                                                     r["pipeline"], r["test"]) ==
                           (mode, server, size, pipe, test)]
                 cells.append((_median(values), min(values), max(values)) if values else None)
-            series[server] = cells
+            series["bare Python floor" if server == "bare" else server] = cells
         labels = [f"{t} -P{p} {_size(s)}" for s, p, t in cases]
         _bars(ax, labels, series, ylabel="ops/s (log)")
         ax.set_title(f"fsync {mode} / appendfsync {mode}", fontsize=10)

@@ -101,6 +101,8 @@ def test_server_section_compares_with_real_redis(quick_report):
     for row in bench["result"]["summary"]:
         assert row["edgekv_rps"] > 100 and row["redis_rps"] > 100
         assert 0.01 < row["ratio"] < 100
+        assert row["bare_rps"] > 100  # the bare Python floor ran in the same rounds
+    assert "| edgekv / bare |" in quick_report["markdown"]
     client = sec["result"]["client"]
     assert client["status"] == "ok", client.get("reason")
     runs = client["result"]["runs"]
