@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import os
 
+import pytest
+
 from engine import Store
 
 
@@ -61,3 +63,76 @@ def test_fsync_inside_a_batch_writes_the_buffer_first(tmp_path):
         assert store.durable_seq >= seq
         assert _disk_size(store) > 16
     store.close()
+
+
+# --------------------------------------------------------------------------- deferred puts
+
+
+def test_deferred_puts_are_readable_at_once_and_written_by_flush_writes(tmp_path):
+    """What the server does with one event-loop iteration's SETs: put_one(deferred=True)
+    applies each put, and flush_writes() writes them all in one go before any is acknowledged."""
+    store = Store.open(tmp_path / "d", fsync="no")
+    ns = store.namespace()
+    before = _disk_size(store)
+    for i in range(50):
+        store.put_one(ns.number, b"d%02d" % i, b"value-%d" % i, durable=False, deferred=True)
+    assert _disk_size(store) == before  # nothing in the file yet...
+    assert ns.get("d07") == "value-7" and store.key_count() == 50  # ...but every put applied
+    store.flush_writes()
+    written = _disk_size(store)
+    assert written > before
+    store.flush_writes()  # nothing left: no second write
+    assert _disk_size(store) == written
+    store.close()
+    store = Store.open(tmp_path / "d")
+    assert store.namespace().get("d49") == "value-49" and store.key_count() == 50
+    assert store.recovery.corrupt == [] and store.recovery.truncated == []
+    store.close()
+
+
+def test_a_put_that_is_not_deferred_writes_the_deferred_ones_first(tmp_path):
+    """File order is offset order: an ordinary write (another client's, or the REST API's)
+    never lands behind records still buffered, and returns only once those are written too."""
+    store = Store.open(tmp_path / "d", fsync="no", encryption=False)
+    ns = store.namespace()
+    store.put_one(ns.number, b"first", b"1", durable=False, deferred=True)
+    store.put_one(ns.number, b"second", b"2", durable=False)
+    on_disk = open(store._active.path, "rb").read()
+    assert b"first" in on_disk and on_disk.index(b"first") < on_disk.index(b"second")
+    ns.delete("first")  # the general write path flushes the buffer first, too
+    store.put_one(ns.number, b"third", b"3", durable=False, deferred=True)
+    store.close()  # close writes what is still buffered
+    store = Store.open(tmp_path / "d")
+    ns = store.namespace()
+    assert (ns.get("first"), ns.get("second"), ns.get("third")) == (None, "2", "3")
+    assert store.recovery.corrupt == [] and store.recovery.truncated == []
+    store.close()
+
+
+def test_a_refused_flush_keeps_the_deferred_puts_and_writes_them_when_space_returns(tmp_path):
+    from tests.disk_faults import fill, tmpfs
+    from engine.errors import WriteFailedError
+
+    with tmpfs(tmp_path / "disk", "1m") as disk:
+        store = Store.open(disk / "d", fsync="no", encryption=False)
+        ns = store.namespace()
+        filler = fill(disk)
+        value = b"v" * 300
+        i = 0
+        with pytest.raises(WriteFailedError, match="No space left on device"):
+            while True:
+                store.put_one(ns.number, b"k%05d" % i, value, durable=False, deferred=True)
+                store.flush_writes()
+                i += 1
+        assert ns.get("k%05d" % i) == value.decode()  # refused, still buffered and readable
+        with pytest.raises(WriteFailedError):  # every later write is refused meanwhile
+            store.put_one(ns.number, b"later", b"x", durable=False, deferred=True)
+        filler.unlink()
+        store.flush_writes()  # space is back: the buffered put is written
+        store.put_one(ns.number, b"after", b"ok", durable=False)
+        store.close()
+        store = Store.open(disk / "d")
+        ns = store.namespace()
+        assert ns.get("k%05d" % i) == value.decode() and ns.get("after") == "ok"
+        assert ns.get("later") is None
+        store.close()
