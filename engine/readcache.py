@@ -10,63 +10,98 @@ record passed the checksum (and, encrypted, the GCM tag), or from the single put
 it (the bytes the caller gave, not re-read), so a hit serves what is stored.  Bulk writes do not
 fill it: a load of 10,000 keys would push out what readers use.
 
-Eviction is first-in first-out by a byte budget: a dict for lookups (a hit is one
-``dict.get``, no lock) and a deque for the order.  FIFO rather than LRU because a hit must
-cost nothing beyond the lookup; a hot key that falls out simply comes back on its next read.
+Eviction is by generations, each half the byte budget: values go into the young dict; when it
+is full it becomes the old one and the previous old one is retired.  A hit in the old
+generation copies the value into the young one, so a value read often stays while one read
+once ages out after two generations.  This replaced a FIFO (a dict, a deque of locations and a
+lock), whose every add paid for one eviction: 1.0-1.2 µs an add against 0.35 µs now, measured
+in process with the cache full, and an add happens on every SET and every read that misses.
+Nothing needs a lock: a dict get or set is atomic under the GIL, and the only shared counters
+are byte totals for the budget, where a lost update in a race can only misplace the next
+rotation by one value.
+
+A retired generation is freed two entries per add rather than at once: dropping 170,000 small
+values in one go stalls the event loop for about 7 ms.
 """
 
 from __future__ import annotations
 
-import threading
-from collections import deque
-
-#: Bytes a cached value costs beyond its own length: about 61 for the dict and deque slots
-#: (tracemalloc, CPython 3.11, 200k entries; the location int is the index's own object) and
-#: 33 for the bytes object's header, rounded up.  The budget counts both.
+#: Bytes a cached value costs beyond its own length: about 61 for the dict slots (tracemalloc,
+#: CPython 3.11, 200k entries; the location int is the index's own object) and 33 for the bytes
+#: object's header, rounded up.  The budget counts both.
 ENTRY_OVERHEAD = 100
 #: Store.open's default budget.  0 turns the cache off.
 DEFAULT_READ_CACHE_BYTES = 64 * 1024 * 1024
 
 
 class ReadCache:
-    __slots__ = ("budget", "values", "_order", "used", "hits", "misses", "_lock", "_max_item")
+    __slots__ = ("budget", "young", "old", "_retiring", "_young_bytes", "_old_bytes",
+                 "_promoted", "_promoted_bytes", "_half", "_max_item", "hits", "misses")
 
     def __init__(self, budget: int = DEFAULT_READ_CACHE_BYTES) -> None:
         if budget < 0:
             raise ValueError(f"read cache budget must be >= 0 bytes, got {budget}")
         self.budget = budget
-        self.values: dict[int, bytes] = {}  # location -> value; read lock-free by the get path
-        self._order: deque[int] = deque()
-        self.used = 0
+        self._half = budget // 2
+        self._max_item = budget // 16  # one large value must not flush everything else
         self.hits = 0  # both counted by the caller, on its hot path
         self.misses = 0
-        self._lock = threading.Lock()
-        self._max_item = budget // 16  # one large value must not flush everything else
+        self.clear()
 
     def add(self, loc: int, value: bytes) -> None:
         """Remember ``value``, the decoded value stored at ``loc``."""
         size = len(value) + ENTRY_OVERHEAD
         if size > self._max_item:
             return
-        with self._lock:
-            values = self.values
-            if loc in values:
-                return
-            values[loc] = value
-            self._order.append(loc)
-            used = self.used + size
-            if used > self.budget:
-                order = self._order
-                while used > self.budget and order:
-                    used -= len(values.pop(order.popleft())) + ENTRY_OVERHEAD
-            self.used = used
+        young_bytes = self._young_bytes + size
+        if young_bytes > self._half:
+            self._rotate()
+            young_bytes = size
+        self.young[loc] = value
+        self._young_bytes = young_bytes
+        retiring = self._retiring
+        if retiring:
+            try:
+                retiring.popitem()
+                retiring.popitem()
+            except KeyError:  # emptied meanwhile
+                pass
+
+    def promote(self, loc: int) -> bytes | None:
+        """The value at ``loc`` from the old generation, copied into the young one; None when
+        it is not cached.  The get path calls this after a miss in ``young``."""
+        value = self.old.get(loc)
+        if value is not None:
+            self.add(loc, value)
+            if loc in self.old:  # still there unless that add rotated
+                self._promoted += 1
+                self._promoted_bytes += len(value) + ENTRY_OVERHEAD
+        return value
+
+    def _rotate(self) -> None:
+        self._retiring = self.old  # what is left of it goes at once: the rest was freed per add
+        self.old = self.young
+        self._old_bytes = self._young_bytes
+        self.young = {}
+        self._young_bytes = 0
+        self._promoted = self._promoted_bytes = 0
+
+    def __contains__(self, loc: int) -> bool:
+        return loc in self.young or loc in self.old
 
     def clear(self) -> None:
-        with self._lock:
-            self.values = {}
-            self._order.clear()
-            self.used = 0
+        self.young: dict[int, bytes] = {}  # location -> value; read lock-free by the get path
+        self.old: dict[int, bytes] = {}
+        self._retiring: dict[int, bytes] = {}
+        self._young_bytes = self._old_bytes = 0
+        self._promoted = self._promoted_bytes = 0
+
+    @property
+    def used(self) -> int:
+        """Bytes held by both generations (a promoted value counted once)."""
+        return self._young_bytes + self._old_bytes - self._promoted_bytes
 
     def stats(self) -> dict:
         return {"budget_bytes": self.budget, "used_bytes": self.used,
-                "entries": len(self.values), "hits": self.hits, "misses": self.misses}
+                "entries": len(self.young) + len(self.old) - self._promoted,
+                "hits": self.hits, "misses": self.misses}

@@ -1224,7 +1224,9 @@ class Store:
                     self.lookup(ns, key)  # drops it from the index
                     return None
             cache = self._read_cache
-            value = cache.values.get(loc)
+            value = cache.young.get(loc)
+            if value is None and cache.old:
+                value = cache.promote(loc)
             if value is not None:
                 cache.hits += 1
                 return value
