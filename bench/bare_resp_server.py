@@ -30,12 +30,15 @@ class BareProtocol(asyncio.Protocol):
         self.data = data
         self.reader = hiredis.Reader()
         self.transport = None
+        self.inline: bool | None = None
 
     def connection_made(self, transport) -> None:
         self.transport = transport
 
     def data_received(self, chunk: bytes) -> None:
-        if chunk[:1] not in (b"*", b""):  # an inline PING from a readiness probe
+        if self.inline is None:  # a connection's first bytes say what it speaks
+            self.inline = not chunk.startswith(b"*")
+        if self.inline:  # PINGs from a readiness probe
             self.transport.write(PONG * chunk.count(b"\n"))
             return
         self.reader.feed(chunk)
