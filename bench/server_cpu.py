@@ -72,9 +72,9 @@ class EdgeKV(Server):
 
 
 def benchmark(port: int, test: str, pipeline: int, requests: int, clients: int,
-              keyspace: int) -> float:
+              keyspace: int, value_size: int = 100) -> float:
     """Run redis-benchmark once; return its ops/s."""
-    cmd = ["redis-benchmark", "-h", "127.0.0.1", "-p", str(port), "-t", test, "-d", "100",
+    cmd = ["redis-benchmark", "-h", "127.0.0.1", "-p", str(port), "-t", test, "-d", str(value_size),
            "-r", str(keyspace), "-n", str(requests), "-c", str(clients), "-P", str(pipeline),
            "--csv"]
     out = subprocess.run(cmd, capture_output=True, text=True, timeout=900, check=True).stdout
@@ -82,10 +82,10 @@ def benchmark(port: int, test: str, pipeline: int, requests: int, clients: int,
     return float(rows[0]["rps"])
 
 
-def preload(port: int, keyspace: int) -> None:
+def preload(port: int, keyspace: int, value_size: int = 100) -> None:
     """Give GET something to find: SET the keys it can ask for (redis-benchmark's names)."""
     subprocess.run(["redis-benchmark", "-h", "127.0.0.1", "-p", str(port), "-t", "set",
-                    "-d", "100", "-r", str(keyspace), "-n", str(keyspace * 3), "-c", "20",
+                    "-d", str(value_size), "-r", str(keyspace), "-n", str(keyspace * 3), "-c", "20",
                     "-P", "64", "-q"], capture_output=True, timeout=900, check=True)
 
 
@@ -93,7 +93,8 @@ def measure(server: Server, test: str, pipeline: int, args) -> dict:
     proc = psutil.Process(server.proc.pid)
     before = proc.cpu_times()
     started = time.perf_counter()
-    rps = benchmark(server.port, test, pipeline, args.requests, args.clients, args.keyspace)
+    rps = benchmark(server.port, test, pipeline, args.requests, args.clients, args.keyspace,
+                    args.value_size)
     wall = time.perf_counter() - started
     after = proc.cpu_times()
     user, system = after.user - before.user, after.system - before.system
@@ -108,7 +109,8 @@ def profile(server: Server, test: str, pipeline: int, args, out: Path) -> list[t
                             "--pid", str(server.proc.pid), "-o", str(out)],
                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     time.sleep(1.0)  # let py-spy attach
-    benchmark(server.port, test, pipeline, args.requests, args.clients, args.keyspace)
+    benchmark(server.port, test, pipeline, args.requests, args.clients, args.keyspace,
+              args.value_size)
     spy.send_signal(2)  # SIGINT: py-spy writes the file and exits
     spy.wait(timeout=60)
     return top_self(out)
@@ -142,6 +144,7 @@ def main() -> int:
     parser.add_argument("-c", "--clients", type=int, default=50)
     parser.add_argument("--keyspace", type=int, default=100_000, help="redis-benchmark -r")
     parser.add_argument("--fsync", default="everysec")
+    parser.add_argument("-d", "--value-size", type=int, default=100, help="redis-benchmark -d")
     parser.add_argument("--pipeline", nargs="+", type=int, default=[1, 16])
     parser.add_argument("--tests", nargs="+", default=["set", "get"])
     parser.add_argument("--redis", action="store_true", help="also measure redis-server")
@@ -174,7 +177,7 @@ def main() -> int:
         for kind in kinds:
             servers[kind] = (Server(kind, args.fsync, workdir) if kind in ("redis", "bare") else
                              EdgeKV(kind, trees[kind], args.fsync, workdir, extra))
-            preload(servers[kind].port, args.keyspace)
+            preload(servers[kind].port, args.keyspace, args.value_size)
         for rnd in range(args.rounds):
             order = kinds if rnd % 2 == 0 else kinds[::-1]
             for pipeline in args.pipeline:
@@ -228,7 +231,7 @@ def main() -> int:
             print(line)
             summary.append(row)
     print(f"\nmedians of {args.rounds} rounds; server user+sys CPU per request; "
-          f"redis-benchmark -d 100 -r {args.keyspace} -n {args.requests} -c {args.clients}; "
+          f"redis-benchmark -d {args.value_size} -r {args.keyspace} -n {args.requests} -c {args.clients}; "
           f"fsync {args.fsync}; edgekv {' '.join(extra) or 'defaults'}; {os.cpu_count()} cores")
     for (test, pipeline), top in profiles.items():
         print(f"\npy-spy top self time, edgekv {test.upper()} -P {pipeline}:")
