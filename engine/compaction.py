@@ -452,14 +452,19 @@ class _Job:
                 store._segment_key_ids[out.seg_no] = out.key_ids | {out.hint.key_id}
                 store._segments[out.seg_no] = SegmentFile(out.path, out.seg_no, out.fd, out.size,
                                                           sealed=True)
+        cache = store._read_cache  # a copy holds the same value: cached values move along
         for start in range(0, len(self.moves), _SWITCH_BATCH):
             with store._lock:
                 if store._closed:
                     return
                 locations = store._index._locations
+                young, older = cache.young, cache.old
                 for ikey, old, new, size in self.moves[start:start + _SWITCH_BATCH]:
                     if locations.get(ikey) == old:
                         locations[ikey] = new
+                        value = young.get(old) or older.get(old)
+                        if value is not None:
+                            cache.add(new, value)
                     else:
                         store._add_dead(new >> 42, size)
             if start == 0:

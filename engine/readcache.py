@@ -5,7 +5,8 @@ Why by location and not by key: a record, once written at a location, never chan
 locations are never reused while a store is open (segment numbers only grow, and a failed
 write's location is never indexed).  So a put, delete, expiry, namespace flush or compaction
 needs no invalidation: the index simply stops pointing at the old location, and the cached
-value becomes unreachable until eviction drops it.  A value enters the cache only after its
+value becomes unreachable until eviction drops it.  (Compaction re-adds a cached value under
+its record's new location, so what is hot stays cached through it.)  A value enters the cache only after its
 record passed the checksum (and, encrypted, the GCM tag), or from the single put that wrote
 it (the bytes the caller gave, not re-read), so a hit serves what is stored.  Bulk writes do not
 fill it: a load of 10,000 keys would push out what readers use.

@@ -88,9 +88,13 @@ def test_compaction_moves_records_and_reads_stay_right(open_store):
     for round_ in range(3):
         for i in range(300):
             ns.put(f"key{i}", f"value{i}-{round_}" * 5)
+    location_before = store.lookup(ns.number, b"key7")
     assert all(ns.get(f"key{i}") == f"value{i}-2" * 5 for i in range(300))
+    misses = cache_stats(store)["misses"]
     store.compact()
+    assert store.lookup(ns.number, b"key7") != location_before  # the records did move...
     assert all(ns.get(f"key{i}") == f"value{i}-2" * 5 for i in range(300))
+    assert cache_stats(store)["misses"] == misses  # ...and their cached values with them
     ns.put("key7", "after compaction")
     assert ns.get("key7") == "after compaction"
 
