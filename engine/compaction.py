@@ -458,11 +458,10 @@ class _Job:
                 if store._closed:
                     return
                 locations = store._index._locations
-                young, older = cache.young, cache.old
                 for ikey, old, new, size in self.moves[start:start + _SWITCH_BATCH]:
                     if locations.get(ikey) == old:
                         locations[ikey] = new
-                        value = young.get(old) or older.get(old)
+                        value = cache.peek(old)
                         if value is not None:
                             cache.add(new, value)
                     else:

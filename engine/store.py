@@ -1225,7 +1225,7 @@ class Store:
                     return None
             cache = self._read_cache
             value = cache.young.get(loc)
-            if value is None and cache.old:
+            if value is None:
                 value = cache.promote(loc)
             if value is not None:
                 cache.hits += 1
