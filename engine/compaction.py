@@ -461,7 +461,7 @@ class _Job:
                 for ikey, old, new, size in self.moves[start:start + _SWITCH_BATCH]:
                     if locations.get(ikey) == old:
                         locations[ikey] = new
-                        value = cache.peek(old)
+                        value = cache.values.get(old)
                         if value is not None:
                             cache.add(new, value)
                     else:

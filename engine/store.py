@@ -1224,9 +1224,7 @@ class Store:
                     self.lookup(ns, key)  # drops it from the index
                     return None
             cache = self._read_cache
-            value = cache.young.get(loc)
-            if value is None:
-                value = cache.promote(loc)
+            value = cache.values.get(loc)
             if value is not None:
                 cache.hits += 1
                 return value

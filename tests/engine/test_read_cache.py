@@ -109,33 +109,12 @@ def test_the_budget_bounds_memory_and_evicts_oldest_first(open_store):
     for i in range(1000):
         assert ns.get(f"key{i:04d}") == value
     stats = cache_stats(store)
+    assert stats["used_bytes"] <= budget
+    assert stats["entries"] == budget // (400 + ENTRY_OVERHEAD)
     cache = store._read_cache
-    per_generation = budget // 4 // (400 + ENTRY_OVERHEAD)
-    assert all(len(g) <= per_generation for g in (cache.young, *cache.older))
-    assert 3 * per_generation < stats["entries"] <= 4 * per_generation
-    assert stats["used_bytes"] == stats["entries"] * (400 + ENTRY_OVERHEAD) <= budget
     newest = location(store, ns, "key0999")
     oldest = location(store, ns, "key0000")
-    assert newest in cache and oldest not in cache
-
-
-def test_a_value_read_again_outlives_one_read_once(open_store):
-    """Generations: a hit in the old one copies the value into the young one, so a hot value
-    stays cached while values touched once age out."""
-    budget = 64 * 1024
-    store = open_store(read_cache_bytes=budget, fsync="no")
-    ns = store.namespace()
-    ns.put("hot", "h" * 400)
-    ns.put("cold", "c" * 400)
-    for i in range(2000):
-        ns.put(f"key{i:04d}", "x" * 400)
-        if i % 80 == 0:
-            assert ns.get("hot") == "h" * 400
-    cache = store._read_cache
-    assert location(store, ns, "hot") in cache
-    assert location(store, ns, "cold") not in cache
-    stats = cache_stats(store)
-    assert stats["used_bytes"] <= budget and stats["misses"] == 0
+    assert newest in cache.values and oldest not in cache.values
 
 
 def test_a_value_larger_than_a_sixteenth_of_the_budget_is_not_cached(open_store):
@@ -174,7 +153,7 @@ def test_damage_after_caching_is_found_by_the_next_uncached_read(open_store):
     assert ns.get("key0003") == "value3" * 20  # the verified copy
     for i in range(4, 1000):  # push it out of the cache
         ns.get(f"key{i:04d}")
-    assert location(store, ns, "key0003") not in store._read_cache
+    assert location(store, ns, "key0003") not in store._read_cache.values
     with pytest.raises(CorruptionError):
         ns.get("key0003")
     with pytest.raises(CorruptionError):
@@ -194,7 +173,7 @@ def test_a_closed_store_serves_nothing_from_its_cache(open_store):
 
 def test_threads_writing_and_reading_never_see_a_wrong_value(open_store):
     """Writers and readers at once, with a budget small enough to evict all the time: every
-    value read is one its key really had, and the cache stays within its budget."""
+    value read is one its key really had, and the cache's accounting stays exact."""
     import random
     import threading
 
@@ -231,7 +210,8 @@ def test_threads_writing_and_reading_never_see_a_wrong_value(open_store):
         t.join()
     assert not errors, errors[:5]
     cache = store._read_cache
-    for generation in (cache.young, *cache.older):  # each within a quarter, for real
-        assert sum(len(v) + ENTRY_OVERHEAD for v in generation.values()) <= cache.budget // 4
+    assert cache.used == sum(len(v) + ENTRY_OVERHEAD for v in cache.values.values())
+    assert cache.used <= cache.budget
+    assert sorted(cache._order) == sorted(cache.values)
     for key in keys:  # and the last write of each key is what every read now returns
         assert ns.get(key) == store.read_entry(ns.number, key.encode()).value.decode()
