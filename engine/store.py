@@ -858,6 +858,11 @@ class Store:
             if not self._batch_depth and self._wbuf:
                 self._flush_wbuf()
 
+    @property
+    def has_pending_writes(self) -> bool:
+        """Records applied but not yet in the file (deferred puts, or a batch's)."""
+        return bool(self._wbuf)
+
     def flush_writes(self) -> None:
         """Write the records ``put_one(deferred=True)`` left buffered, even inside another
         caller's batch (an extra write is harmless there).  Raises ``WriteFailedError`` when

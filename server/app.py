@@ -197,7 +197,7 @@ class RespConnection(asyncio.Protocol):
             pending = self.pending_out
             if not pending:
                 self.server.schedule_write(self)
-            if len(commands) == 1 and store.last_seq != before:
+            if len(commands) == 1 and store.last_seq != before and store.has_pending_writes:
                 self.unwritten.append(len(pending))
             pending.append(payload)
 
@@ -280,14 +280,12 @@ class RespConnection(asyncio.Protocol):
         self.unwritten = []
 
     def _write_now(self, payload: bytes, close_after: bool) -> None:
-        if self.store._wbuf:  # deferred puts reach the file before any reply goes out
-            try:
-                self.store.flush_writes()
-            except WriteFailedError as exc:
-                log.error("client %s: its writes could not be written: %s", self.session.addr,
-                          exc)
-                self.kill()  # nothing it wrote may be acknowledged, and it is closing anyway
-                return
+        try:  # deferred puts reach the file before any reply goes out
+            self.store.flush_writes()
+        except WriteFailedError as exc:
+            log.error("client %s: its writes could not be written: %s", self.session.addr, exc)
+            self.kill()  # nothing it wrote may be acknowledged, and it is closing anyway
+            return
         if self.pending_out:
             self.unwritten = []
             payload = b"".join(self.pending_out) + payload
@@ -366,23 +364,19 @@ class EdgeKVServer:
         self._write_queue.append(conn)
 
     def _flush_writes(self) -> None:
+        """Once per loop iteration: write the SETs it left in the store's buffer, then every
+        reply; if the disk refuses those SETs, their replies become the error."""
         queue, self._write_queue = self._write_queue, []
-        if self.store._wbuf:
-            self.write_deferred_puts(queue)
-        for conn in queue:
-            conn.flush_out()
-
-    def write_deferred_puts(self, conns) -> None:
-        """Write the SETs this iteration left in the store's buffer, before any reply that
-        acknowledges them is sent; if the disk refuses, those replies become the error."""
         try:
             self.store.flush_writes()
         except WriteFailedError as exc:
             log.error("writes could not be written: %s", exc)
             error = encode_error(kv_error_text(exc))
-            for conn in conns:
+            for conn in queue:
                 if conn.unwritten:
                     conn.refuse_unwritten(error)
+        for conn in queue:
+            conn.flush_out()
 
     def _protocol_limits_changed(self) -> None:
         c = self.config
