@@ -40,6 +40,9 @@ OVERHEAD = NONCE_SIZE + TAG_SIZE
 #: ``bench/crypto_bench.py``: below it zstd's fixed cost per call buys little.
 DEFAULT_COMPRESSION_THRESHOLD = 1024
 COMPRESSION_LEVEL = 1  # level 3 costs ~1.7x the time per value here for ~1.5% smaller frames
+#: The levels ``compression_level`` accepts: zstd's negative "fast" levels (no entropy coding of
+#: literals: a few times faster, larger frames) down to -7, and its ordinary ones up to 22.
+MIN_COMPRESSION_LEVEL, MAX_COMPRESSION_LEVEL = -7, 22
 _MAX_SKIP = 63  # after many misses, one value in 64 is still tried
 
 _TAIL_PACK = rec.HEADER_TAIL.pack
@@ -66,12 +69,18 @@ class MissingKeyError(PayloadError):
 class PayloadCodec:
     """Seals and opens record payloads for one open store; ``ring`` None means plaintext."""
 
-    def __init__(self, ring: KeyRing | None, compression_threshold: int) -> None:
+    def __init__(self, ring: KeyRing | None, compression_threshold: int,
+                 compression_level: int = COMPRESSION_LEVEL) -> None:
         if compression_threshold < 0:
             raise ValueError(f"compression_threshold must be >= 0, got {compression_threshold}")
+        if (type(compression_level) is not int
+                or not MIN_COMPRESSION_LEVEL <= compression_level <= MAX_COMPRESSION_LEVEL):
+            raise ValueError(f"compression_level must be an integer from {MIN_COMPRESSION_LEVEL} "
+                             f"to {MAX_COMPRESSION_LEVEL}, got {compression_level!r}")
         self.ring = ring
         self.threshold = compression_threshold
-        self._compressor = zstandard.ZstdCompressor(level=COMPRESSION_LEVEL)
+        self.level = compression_level
+        self._compressor = zstandard.ZstdCompressor(level=compression_level)
         self._local = threading.local()  # a decompressor per reading thread
         self._misses = 0
         self._skip = 0

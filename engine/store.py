@@ -45,7 +45,7 @@ from typing import Callable
 from . import compaction, crypto, hints
 from . import record as rec
 from . import semantics
-from .codec import DEFAULT_COMPRESSION_THRESHOLD, PayloadCodec
+from .codec import COMPRESSION_LEVEL, DEFAULT_COMPRESSION_THRESHOLD, PayloadCodec
 from .catalog import (CATALOG_NS, DEFAULT_TITLE, Catalog, NamespaceInfo, encode_deletion,
                       encode_entry, new_namespace_id)
 from .durability import GroupCommit, UnflushedWritesError
@@ -295,6 +295,7 @@ class Store:
              compaction_interval: float = 1.0, encryption: bool = True,
              key_file: str | None = None,
              compression_threshold: int = DEFAULT_COMPRESSION_THRESHOLD,
+             compression_level: int = COMPRESSION_LEVEL,
              read_cache_bytes: int = DEFAULT_READ_CACHE_BYTES) -> "Store":
         """Open (creating if needed) the data directory at ``path`` and recover its contents.
 
@@ -307,6 +308,8 @@ class Store:
         (``engine/crypto.py``, ``docs/encryption.md``).  An encrypted store refuses to open
         without its key or with ``encryption=False``.  ``compression_threshold``: values of
         at least this many bytes are stored zstd-compressed when that saves space; 0: never.
+        ``compression_level``: zstd's level, -7 to 22 (default 1; negative levels trade space
+        for speed, see ``docs/encryption.md``).
         ``read_cache_bytes``: memory for recently read or written values (``engine/readcache.py``);
         0: off.
         """
@@ -318,7 +321,7 @@ class Store:
         try:
             store._ring = crypto.load_key_ring(store.path, encryption=encryption,
                                                key_file=key_file)
-            store._codec = PayloadCodec(store._ring, compression_threshold)
+            store._codec = PayloadCodec(store._ring, compression_threshold, compression_level)
             store._read_cache = ReadCache(read_cache_bytes)
             if store._ring is not None or compression_threshold:
                 store._encode = store._codec.encode
@@ -1538,6 +1541,7 @@ class Store:
             "key_ids": sorted(ring.keys) if ring is not None else [],
             "epoch": ring.epoch if ring is not None else None,
             "compression_threshold": self._codec.threshold,
+            "compression_level": self._codec.level,
         }
 
     # ------------------------------------------------------------------ introspection

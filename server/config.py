@@ -12,6 +12,8 @@ import os
 import shlex
 from dataclasses import dataclass, field, fields
 
+from engine.codec import MAX_COMPRESSION_LEVEL, MIN_COMPRESSION_LEVEL
+
 MIB = 1024 * 1024
 
 
@@ -43,6 +45,8 @@ class ServerConfig:
     key_file: str | None = None
     #: zstd-compress values at least this long (None: the engine's default; 0 = never)
     compression_threshold: int | None = None
+    #: zstd's level, -7 to 22 (None: the engine's default, 1; negative: faster, larger)
+    compression_level: int | None = None
     #: memory for recently read values (None: the engine's default, 64 MiB; 0 = off)
     read_cache: int | None = None
     log_level: str = "INFO"
@@ -62,6 +66,10 @@ class ServerConfig:
             raise ValueError(f"fsync must be always, everysec or no; got {self.fsync!r}")
         if self.min_ttl < 1:
             raise ValueError(f"min-ttl must be at least 1 second; got {self.min_ttl}")
+        level = self.compression_level
+        if level is not None and not MIN_COMPRESSION_LEVEL <= level <= MAX_COMPRESSION_LEVEL:
+            raise ValueError(f"compression-level must be from {MIN_COMPRESSION_LEVEL} to "
+                             f"{MAX_COMPRESSION_LEVEL}; got {level}")
         # The REST API has credentials of its own: with them its bind is not the RESP
         # password's business.
         http_host = self.http_bind if not self.has_api_credentials() else None
@@ -87,6 +95,8 @@ class ServerConfig:
             options["key_file"] = self.key_file
         if self.compression_threshold is not None:
             options["compression_threshold"] = self.compression_threshold
+        if self.compression_level is not None:
+            options["compression_level"] = self.compression_level
         if self.read_cache is not None:
             options["read_cache_bytes"] = self.read_cache
         return options
@@ -143,7 +153,8 @@ def coerce(name: str, raw: str):
         return None if raw.lower() in ("0", "no", "off", "none") else int(raw)
     if name == "compaction_threshold":
         return float(raw)
-    if name in ("port", "maxclients", "min_ttl", "max_multibulk_len", "max_namespaces"):
+    if name in ("port", "maxclients", "min_ttl", "max_multibulk_len", "max_namespaces",
+                "compression_level"):
         return int(raw)
     if name in ("requirepass", "auth_email", "auth_key", "account_id", "key_file"):
         return raw or None

@@ -72,6 +72,9 @@ def _add_serve(sub) -> None:
                         "beside the data directory); keep a copy: without it the data is lost")
     p.add_argument("--compression-threshold", dest="compression_threshold", type=int,
                    help="zstd-compress values of at least this many bytes (0 = never)")
+    p.add_argument("--compression-level", dest="compression_level", type=int,
+                   help="zstd level from -7 to 22 (default 1); negative levels are several "
+                        "times faster and compress less")
     p.add_argument("--read-cache", dest="read_cache", type=_size,
                    help="memory for recently read values, e.g. 64mb (default) or 0 = off")
     p.add_argument("--segment-bytes", dest="segment_bytes", type=int,
@@ -91,6 +94,7 @@ def cmd_serve(args) -> int:
         "segment_bytes": args.segment_bytes, "log_level": args.log_level,
         "compaction_threshold": args.compaction_threshold,
         "key_file": args.key_file, "compression_threshold": args.compression_threshold,
+        "compression_level": args.compression_level,
         "read_cache": args.read_cache,
         "api_tokens": args.api_tokens, "api_read_tokens": args.api_read_tokens,
         "auth_email": args.auth_email, "auth_key": args.auth_key, "account_id": args.account_id,

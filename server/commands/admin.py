@@ -299,7 +299,8 @@ def _encryption_fields(store) -> list[tuple[str, object]]:
     info = store.encryption_info()
     return [("edgekv_encryption", "aes-256-gcm" if info.get("enabled") else "off"),
             ("edgekv_active_key_id", info.get("active_key_id") or 0),
-            ("edgekv_compression_threshold", info.get("compression_threshold") or 0)]
+            ("edgekv_compression_threshold", info.get("compression_threshold") or 0),
+            ("edgekv_compression_level", info.get("compression_level", 0))]
 
 
 @command("time")

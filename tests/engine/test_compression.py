@@ -125,3 +125,34 @@ def test_large_values_are_compressed_too(open_store):
     with Store.open(store.path + "-copy", fsync="no") as other:
         other.namespace().put("big", big.encode())
         assert other.namespace().get("big", "bytes") == big.encode()
+
+
+def test_the_compression_level_trades_space_for_speed_and_any_level_reads_any_record(
+        open_store, tmp_path):
+    """Level 1 (the default) entropy-codes literals, so text of a small alphabet shrinks; a
+    negative ("fast") level does not, so the same value is stored raw.  The level is a writing
+    choice only: a store reads what any level wrote."""
+    import random
+
+    rng = random.Random(7)
+    printable = bytes(rng.choice(b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789"
+                                 b"+/=_-:;<>?@[]^`") for _ in range(4096))
+    store = open_store(path=tmp_path / "one", fsync="no")
+    store.namespace().put("v", printable)
+    assert _record_of(store.path, b"v").flags & FLAG_COMPRESSED
+    assert store.encryption_info()["compression_level"] == 1
+    store.close()
+    fast = open_store(path=tmp_path / "one", fsync="no", compression_level=-1)
+    ns = fast.namespace()
+    ns.put("json", JSON_VALUE)  # repetitive text still shrinks at a fast level
+    assert _record_of(fast.path, b"json").flags & FLAG_COMPRESSED
+    ns.put("w", printable)
+    assert not _record_of(fast.path, b"w").flags & FLAG_COMPRESSED
+    assert ns.get("v", type="bytes") == ns.get("w", type="bytes") == printable
+    assert ns.get("json") == JSON_VALUE
+
+
+@pytest.mark.parametrize("level", [-8, 23, 1.5, "1"])
+def test_a_compression_level_out_of_range_is_refused_naming_it(open_store, tmp_path, level):
+    with pytest.raises(ValueError, match=f"from -7 to 22, got {level!r}"):
+        open_store(path=tmp_path / f"bad{level}", compression_level=level)

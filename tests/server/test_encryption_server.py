@@ -140,3 +140,19 @@ def test_server_refuses_to_start_without_its_key(server_factory, tmp_path):
     assert "key" in proc.stderr.lower() and str(key_file) in proc.stderr, proc.stderr
     after = {p: p.read_bytes() for p in every_file(data_dir) if p.name != "LOCK"}
     assert {p: d for p, d in before.items() if p.name != "LOCK"} == after
+
+
+def test_compression_level_is_set_by_serve_and_reported_by_info(server_factory, tmp_path):
+    """``--compression-level`` reaches the engine (INFO shows it, values round-trip) and a
+    level out of range is refused before anything opens, naming the range and the value."""
+    srv = server_factory("--compression-level", "-3")
+    client = srv.client()
+    value = b'{"id": 1, "tags": ["alpha", "beta"]}' * 100
+    client.set("doc", value)
+    assert client.get("doc") == value
+    assert client.info("persistence")["edgekv_compression_level"] == -3
+    result = subprocess.run([sys.executable, "-m", "tools.cli", "serve", "--compression-level",
+                             "23", "--data-dir", str(tmp_path / "d")], capture_output=True,
+                            text=True, timeout=30)
+    assert result.returncode == 2
+    assert "compression-level must be from -7 to 22; got 23" in result.stderr
