@@ -17,9 +17,11 @@ cost nothing beyond the lookup; a hot key that falls out simply comes back on it
 
 Cheaper adds were tried and measured through the server (``bench/server_cpu.py --base``):
 generations of whole dicts, retired a few entries per add (an add 0.35 µs instead of 1.0-1.2
-µs in process), cut SET ``-P 16`` CPU to 0.88-0.91x, but a hit outside the young generation
-costs several lookups and GET ``-P 16`` took 1.2x; FIFO by generations of location lists (one
-lookup per hit, an add 0.7 µs) measured 0.97-1.05x, within the noise.  Neither was kept.
+µs in process), cut SET ``-P 16`` CPU to 0.88-0.91x.  With two generations of half the budget
+the cache held only half to all of it (a re-read of 300,000 keys hit 90 % and ran at 250k/s
+against 345k/s); with four, a hit outside the young one cost up to four lookups and an add, and
+GET ``-P 16`` took 1.21x the CPU.  FIFO by generations of location lists (one lookup per hit,
+an add 0.7 µs) measured 0.97-1.05x, within the noise.  None was kept.
 """
 
 from __future__ import annotations
