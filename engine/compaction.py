@@ -49,7 +49,8 @@ from .errors import StoreClosedError, StoreError
 from .hints import HINT_SUFFIX, HintError, HintWriter, hint_name, read_hint
 from .index import MAX_OFFSET, MAX_SEGMENT_NO, pack_location, unpack_location
 from .segment import (SEGMENT_HEADER, SEGMENT_HEADER_SIZE, SEGMENT_MAGIC, FORMAT_VERSION, Damage,
-                      SegmentFile, write_fully, fsync_dir, parse_segment_name, scan, segment_name)
+                      SegmentFile, write_fully, fsync_dir, parse_segment_name, scan, segment_name,
+                      valid_record_at)
 
 log = logging.getLogger("edgekv.engine")
 
@@ -312,7 +313,7 @@ class _Job:
                     self.expired.append((ikey, loc))
                     continue
                 header, data = self._record_bytes(seg, loc, item, reencrypt)
-                out_flags, key_id = data[10], data[11]  # the header's flags and key id
+                out_flags, key_id = data[rec.FLAGS_AT], data[rec.KEY_ID_AT]
                 new_size = len(data)
                 out = self._output_for()
                 offset = out.add(data)
@@ -378,10 +379,8 @@ class _Job:
         if item is None:  # listed by a hint: read it, and check it as a read would
             _, offset, size = unpack_location(loc)
             raw = seg.read(offset, size or self.store._record_size(seg.seg_no, offset))
-            header = rec.parse_header(raw) if len(raw) >= rec.HEADER_SIZE else None
-            if (header is None or header.magic != rec.RECORD_MAGIC
-                    or rec.HEADER_SIZE + header.payload_len != len(raw)
-                    or not rec.verify(raw, 0, header.payload_len, header.checksum)):
+            header = valid_record_at(raw, 0, len(raw))
+            if header is None or rec.HEADER_SIZE + header.payload_len != len(raw):
                 raise StoreError(f"segment {seg.seg_no} has a corrupt record at offset "
                                  f"{offset} (it fails its checksum); compaction will not copy "
                                  f"around it: run repair first")

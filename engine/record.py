@@ -33,6 +33,9 @@ import xxhash
 
 HEADER = struct.Struct("<QHBBIQQ")
 HEADER_SIZE = HEADER.size  # 32
+#: Byte offsets of the flags and the key id in an encoded header (after checksum and magic):
+#: the write path reads them back from the record it just encoded.
+FLAGS_AT, KEY_ID_AT = 10, 11
 HEADER_TAIL = struct.Struct("<HBBIQQ")  # the header without its checksum
 #: key_len, meta_len (little-endian), then the namespace's high and low byte (big-endian).
 PAYLOAD_PREFIX = struct.Struct("<HHBB")

@@ -250,7 +250,9 @@ class Damage:
     torn_tail: bool = False
 
 
-def _valid_at(buf, offset: int, end: int) -> rec.RecordHeader | None:
+def valid_record_at(buf, offset: int, end: int) -> rec.RecordHeader | None:
+    """The header of the whole, checksummed record at ``offset`` (ending by ``end``), else
+    None: what a scan accepts, and what compaction checks a record listed by a hint against."""
     if offset + rec.HEADER_SIZE > end:
         return None
     header = rec.parse_header(buf, offset)
@@ -272,7 +274,7 @@ def _resync(buf, start: int, end: int) -> int | None:
         if hit < 0:
             return None
         candidate = hit - 8
-        if candidate > start and _valid_at(buf, candidate, end) is not None:
+        if candidate > start and valid_record_at(buf, candidate, end) is not None:
             return candidate
         pos = hit
 
@@ -307,7 +309,7 @@ def scan(segment: SegmentFile, is_last: bool, codec=None) -> Iterator[ScannedRec
                 upto = offset - offset % mmap.PAGESIZE
                 buf.madvise(_DONTNEED, released, upto - released)
                 released = upto
-            header = _valid_at(buf, offset, end)
+            header = valid_record_at(buf, offset, end)
             if header is not None:
                 payload_start = offset + rec.HEADER_SIZE
                 payload_end = payload_start + header.payload_len

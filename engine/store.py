@@ -76,6 +76,7 @@ MIB = 1024 * 1024
 DEFAULT_SEGMENT_BYTES = 64 * MIB
 MAX_SEGMENT_BYTES = 128 * MIB  # record offsets must stay below 2**28 (see engine/index.py)
 _MAP_STEP = SegmentFile.MAP_STEP
+_FLAGS_AT, _KEY_ID_AT = rec.FLAGS_AT, rec.KEY_ID_AT  # module globals: put_one reads them per put
 #: Memory for the hint entries of sealed segments waiting for the hint writer (see _rotate).
 DEFAULT_PENDING_HINT_BYTES = 32 * MIB
 _LARGE_VALUE = 64 * 1024  # values this big are written with writev instead of being copied
@@ -982,7 +983,7 @@ class Store:
                 data = rec.encode(seq, flags, w.expire_ms, w.ns, w.key, w.metadata, bytes(value))
                 size = len(data)
                 pending.append(data)
-            placed.append((w, seq, offset, size, data[10], data[11]))
+            placed.append((w, seq, offset, size, data[rec.FLAGS_AT], data[rec.KEY_ID_AT]))
             offset += size
         self._flush(seg, pending, placed)
         return self._seq
@@ -1125,8 +1126,9 @@ class Store:
                 self._metadata.pop(ikey, None)
             self._commit.written_seq = seq
             columns = self._live_hint
-            if columns is not None:  # data[10], data[11]: the header's flags and key id
-                columns.add(ikey, loc, seq, data[10], data[11], expire_ms, metadata, offset + size)
+            if columns is not None:
+                columns.add(ikey, loc, seq, data[_FLAGS_AT], data[_KEY_ID_AT], expire_ms,
+                            metadata, offset + size)
             if size < 16384 and value.__class__ is bytes and self._read_cache.budget:
                 self._read_cache.add(loc, value)  # a GET right after a SET is the common case
         if durable and self._commit.policy == "always":
