@@ -40,7 +40,7 @@ import sys
 import threading
 import time
 from dataclasses import dataclass, field
-from typing import Callable
+from typing import Callable, Sequence
 
 from . import compaction, crypto, hints
 from . import record as rec
@@ -76,6 +76,9 @@ MIB = 1024 * 1024
 DEFAULT_SEGMENT_BYTES = 64 * MIB
 MAX_SEGMENT_BYTES = 128 * MIB  # record offsets must stay below 2**28 (see engine/index.py)
 _MAP_STEP = SegmentFile.MAP_STEP
+#: put_many leaves a batch that would end past this offset to ``write``, which rotates segments
+#: between records: packed locations must stay below 2**28 (see engine/index.py).
+_MAX_BATCH_END = MAX_SEGMENT_BYTES
 _FLAGS_AT, _KEY_ID_AT = rec.FLAGS_AT, rec.KEY_ID_AT  # module globals: put_one reads them per put
 #: Memory for the hint entries of sealed segments waiting for the hint writer (see _rotate).
 DEFAULT_PENDING_HINT_BYTES = 32 * MIB
@@ -1134,6 +1137,75 @@ class Store:
         if durable and self._commit.policy == "always":
             self._commit.wait_durable(seq)
         return seq
+
+    def put_many(self, ns: int, items: Sequence[tuple], *, durable: bool = True,
+                 deferred: bool = False, fill_cache: bool = True) -> int:
+        """Puts of ``(key, value, expire_ms, metadata)`` items into namespace ``ns``, in order:
+        what ``write([Write(...), ...])`` does, with one file write for all of them and without
+        the general path's per-record objects and calls (a pipeline of SETs, MSET, a bulk
+        write).  Falls back to ``write`` for anything unusual (a large value, a full segment).
+        Returns the last sequence number.  ``deferred`` as for ``put_one``; otherwise the
+        records reach the file before any is applied, so a refused write applies nothing.
+        ``fill_cache=False`` keeps the values out of the read cache (bulk loads).
+        """
+        with self._lock:
+            seg = self._active
+            if (self._closed or self._commit.failure is not None or ns not in self._catalog.by_number
+                    or seg.size >= self.segment_bytes):
+                return self._write_items(ns, items, durable)
+            offset = seg.size
+            seq = self._seq
+            encode = self._encode
+            records = []
+            for key, value, expire_ms, metadata in items:
+                if len(value) >= _LARGE_VALUE:
+                    return self._write_items(ns, items, durable)
+                seq += 1
+                if encode is None:
+                    records.append(rec.encode(seq, 0, expire_ms, ns, key, metadata, value))
+                else:
+                    records.append(encode(seq, 0, expire_ms, ns, key, metadata, value))
+            data = b"".join(records)
+            end = offset + len(data)
+            if end > _MAX_BATCH_END:
+                return self._write_items(ns, items, durable)
+            if (self._batch_depth or deferred) and self._flush_error is None:
+                if not self._wbuf:
+                    self._wbuf_start = offset
+                self._wbuf += data
+            else:
+                if self._wbuf:  # deferred records first: file order is offset order
+                    self._flush_wbuf()  # raises again while the disk still refuses
+                seg.append([data])  # all or nothing: a failed write is rolled back
+            seg.size = end
+            seg_bits = seg.seg_no << 42
+            ns_bytes = ns.to_bytes(2, "big")
+            apply_put = self._apply_put
+            columns = self._live_hint
+            cache_add = self._read_cache.add if fill_cache and self._read_cache.budget else None
+            seq = self._seq
+            for (key, value, expire_ms, metadata), record in zip(items, records):
+                seq += 1
+                size = len(record)
+                ikey = ns_bytes + key
+                loc = seg_bits | (offset << 14) | (size if size < 16384 else 0)
+                apply_put(ikey, ns, loc, expire_ms, metadata)
+                offset += size
+                if columns is not None:
+                    columns.add(ikey, loc, seq, record[_FLAGS_AT], record[_KEY_ID_AT], expire_ms,
+                                metadata, offset)
+                if cache_add is not None and size < 16384 and value.__class__ is bytes:
+                    cache_add(loc, value)
+            self._seq = seq
+            self._commit.written_seq = seq
+        if durable and self._commit.policy == "always":
+            self._commit.wait_durable(seq)
+        return seq
+
+    def _write_items(self, ns: int, items, durable: bool) -> int:
+        """``put_many``'s careful path: the general batch write."""
+        return self.write([Write(ns, key, value, expire_ms, metadata)
+                           for key, value, expire_ms, metadata in items], durable=durable)
 
     def check_write_rate(self, ns: int, key: bytes) -> None:
         """Workers KV's one write per second per key, when enabled (off by default)."""

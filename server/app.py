@@ -38,6 +38,8 @@ from .state import ServerState
 log = logging.getLogger("edgekv.server")
 
 _REAP_INTERVAL = 0.1
+#: How clients spell SET; a run of ``SET key value`` in one read is written at once.
+_SET_NAMES = frozenset((b"SET", b"set"))
 
 
 class DurabilityGate:
@@ -214,30 +216,55 @@ class RespConnection(asyncio.Protocol):
         try:
             store.begin_batch()
             try:
+                answered = 0  # commands replied to (a run of SETs may have one joined reply)
+                sets: list = []  # a run of plain SETs not run yet: one engine write for all
                 for args in commands:
+                    if len(args) == 3 and args[0] in _SET_NAMES:
+                        sets.append(args)
+                        continue
+                    if sets:
+                        answered += len(sets)
+                        size += self._run_sets(sets, out)
+                        sets = []
                     reply = execute(args)
+                    answered += 1
                     out.append(reply)
                     size += len(reply)
                     if size > limit:
-                        log.warning("closing client %s: output over %d bytes (it is not "
-                                    "reading)", session.addr, limit)
-                        self.kill()
-                        return None
+                        return self._over_limit(limit)
                     if session.close_after_reply or self._closed:
                         break
+                if sets:
+                    answered += len(sets)
+                    if self._run_sets(sets, out) + size > limit:
+                        return self._over_limit(limit)
             finally:
                 store.end_batch()
         except WriteFailedError as exc:
             # The batch's writes did not reach the file (a full disk): acknowledging them
             # would be a lie.  Every reply of the batch becomes the error, which names the cause.
             log.error("client %s: its writes could not be written: %s", session.addr, exc)
-            errors = encode_error(kv_error_text(exc)) * len(out)
+            errors = encode_error(kv_error_text(exc)) * answered
             if self.held:  # earlier replies still wait for their fsync: stay behind them
                 self.held.append((self.held[-1][0], errors, session.close_after_reply))
             else:
                 self._send(errors, session.close_after_reply)
             return None
         return b"".join(out)
+
+    def _over_limit(self, limit: int) -> None:
+        log.warning("closing client %s: output over %d bytes (it is not reading)",
+                    self.session.addr, limit)
+        self.kill()
+
+    def _run_sets(self, sets: list, out: list) -> int:
+        """Reply to a pipeline's run of ``SET key value`` (one engine write when it can be);
+        returns the bytes added to ``out``."""
+        replies = self.session.execute_sets(sets) if len(sets) > 1 else None
+        if replies is None:  # each with its own reply or error
+            replies = b"".join(map(self.session.execute, sets))
+        out.append(replies)
+        return len(replies)
 
     # ------------------------------------------------------------------ output
 

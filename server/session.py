@@ -17,6 +17,7 @@ from engine.errors import CorruptionError, NamespaceNotFoundError, WriteFailedEr
 
 from . import command_table
 from .commands import HANDLERS, CommandError
+from .commands.strings import set_many
 from .resp import encode_error
 from .state import ServerState
 
@@ -84,6 +85,22 @@ class Session:
             log.exception("command %r failed", name)
             return encode_error(f"ERR internal error while running '{name}'; see the "
                                 f"server log")
+
+    def execute_sets(self, commands: list[list[bytes]]) -> bytes | None:
+        """A pipeline's run of ``SET key value`` commands (the caller checked the shape) in one
+        engine write: the replies of them all, or None when they must run one by one
+        (``execute`` then gives each its own reply or error)."""
+        if not self.authenticated:
+            return None
+        try:
+            replies = set_many(self, commands)
+        except KVError:  # nothing was applied: each SET meets the error again on its own
+            return None
+        if replies is not None:
+            self.last_command = "set"
+            calls = self.calls
+            calls["set"] = calls.get("set", 0) + len(commands)
+        return replies
 
     def kill(self) -> None:
         """CLIENT KILL: drop the connection now."""

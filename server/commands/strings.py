@@ -109,14 +109,36 @@ _SET_FLAGS = {b"nx", b"xx", b"get", b"keepttl"}
 _SET_UNITS = {b"ex", b"px", b"exat", b"pxat"}
 
 
+def _plain_put_ok(key: bytes, value: bytes, store) -> bool:
+    """True when ``SET key value`` can go straight to the engine: nothing to validate further,
+    nothing to report but OK."""
+    return (0 < len(key) <= 512 and key != b"." and key != b".."
+            and len(value) <= store.limits.max_value_bytes and not store.write_rate_limit)
+
+
+def set_many(session, commands: list[list[bytes]]) -> bytes | None:
+    """A pipeline's run of plain ``SET key value`` commands as one engine write (``put_many``):
+    their replies, or None when one of them needs ``set_``'s full path (the caller then runs
+    them one by one).  Deferred as a single SET is: see ``set_``."""
+    ns = session.namespace
+    store = ns.store
+    items = []
+    for args in commands:
+        key, value = args[1], args[2]
+        if not _plain_put_ok(key, value, store):
+            return None
+        items.append((key, value, 0, b""))
+    store.put_many(ns.number, items, durable=False, deferred=store.fsync_policy != "always")
+    return OK * len(items)
+
+
 @command("set", op="PUT")
 def set_(session, args):
     key, value = args[1], args[2]
     if len(args) == 3:  # plain SET: the hot path, straight to the engine's single put
         ns = session.namespace
         store = ns.store
-        if (0 < len(key) <= 512 and key != b"." and key != b".."
-                and len(value) <= store.limits.max_value_bytes and not store.write_rate_limit):
+        if _plain_put_ok(key, value, store):
             # Deferred: the server writes the loop iteration's SETs at once before replying.
             # Not under fsync=always, where a refused write must still answer this SET with
             # the error rather than fail the group commit the reply waits for.
@@ -257,8 +279,7 @@ def _pairs(session, args, name: str) -> list[tuple[bytes, bytes]]:
 def mset(session, args):
     pairs = _pairs(session, args, "mset")
     ns = session.namespace
-    number = ns.number
-    ns.store.write([Write(number, k, v) for k, v in pairs], durable=False)
+    ns.store.put_many(ns.number, [(k, v, 0, b"") for k, v in pairs], durable=False)
     return OK
 
 
@@ -271,7 +292,7 @@ def msetnx(session, args):
     with store._lock:
         if any(store.lookup(number, k) is not None for k, _ in pairs):
             return encode_int(0)
-        store.write([Write(number, k, v) for k, v in pairs], durable=False)
+        store.put_many(number, [(k, v, 0, b"") for k, v in pairs], durable=False)
     return encode_int(1)
 
 

@@ -32,6 +32,8 @@ def _write_every_kind_of_record(store, clock) -> None:
             store.put_one(ns.number, f"batched/{i}".encode(), b"b" * 40, durable=False)
     finally:
         store.end_batch()
+    store.put_many(ns.number, [(f"many/{i}".encode(), b"m" * i, 0, b'{"i":%d}' % i if i % 2 else b"")
+                               for i in range(70)])
     other = store.create_namespace("another")
     store.rename_namespace(other.id, "renamed")
     store.namespace("renamed").put("é", "unicode", metadata={"k": "ü"})

@@ -49,6 +49,33 @@ def test_pipeline_of_ten_thousand_commands(r):
     assert results[5000:] == [str(i).encode() for i in range(5000)]
 
 
+def test_a_pipelined_run_of_sets_answers_each_set_as_if_run_alone(server_factory, tmp_path):
+    """Plain SETs in one read are one engine write; any that needs its own answer (a bad key,
+    a value over the limit, no AUTH yet) makes the run go one by one, in order."""
+    conf = tmp_path / "edgekv.conf"
+    conf.write_text("max-value-bytes 1000\n")
+    server = server_factory("--requirepass", "pw", str(conf))
+    sets = b"".join(b"*3\r\n$3\r\nSET\r\n$%d\r\n%b\r\n$%d\r\n%b\r\n" % (len(k), k, len(v), v)
+                    for k, v in [(b"a", b"1"), (b"", b"empty key"), (b"b", b"2"),
+                                 (b"c", b"x" * 1001), (b"a", b"3")])
+    noauth = b"-NOAUTH Authentication required.\r\n"
+    assert raw(server.port, sets, read_until=noauth * 5) == noauth * 5
+    auth = b"*2\r\n$4\r\nAUTH\r\n$2\r\npw\r\n"
+    replies = raw(server.port, auth + sets + b"*2\r\n$3\r\nGET\r\n$1\r\na\r\n",
+                  read_until=b"$1\r\n3\r\n")
+    assert replies.split(b"\r\n")[:6] == [
+        b"+OK", b"+OK", b"-ERR Key name cannot be empty.", b"+OK",
+        b"-KV PUT failed: 413 Value length of 1001 exceeds limit of 1000.", b"+OK"], replies
+    client = server.client(password="pw")
+    assert client.mget("a", "b", "c") == [b"3", b"2", None]
+    pipe = client.pipeline(transaction=False)
+    for i in range(300):
+        pipe.set(f"run{i}", i)
+    assert pipe.execute() == [True] * 300
+    assert client.get("run299") == b"299" and client.dbsize() == 302
+    assert client.info("commandstats")["cmdstat_set"]["calls"] == 5 + 300  # not the refused
+
+
 def test_resp3_hello_and_types(server):
     c = server.client(protocol=3)
     hello = c.execute_command("HELLO", "3")
