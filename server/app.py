@@ -38,8 +38,9 @@ from .state import ServerState
 log = logging.getLogger("edgekv.server")
 
 _REAP_INTERVAL = 0.1
-#: How clients spell SET; a run of ``SET key value`` in one read is written at once.
-_SET_NAMES = frozenset((b"SET", b"set"))
+#: Commands a pipeline runs in batches, as clients spell them: name -> (arity, handler name).
+#: A run of ``SET key value`` in one read is one engine write (``Session.execute_run``).
+_RUN_SHAPES = {b"SET": (3, "set"), b"set": (3, "set"), b"GET": (2, "get"), b"get": (2, "get")}
 
 
 class DurabilityGate:
@@ -216,16 +217,24 @@ class RespConnection(asyncio.Protocol):
         try:
             store.begin_batch()
             try:
-                answered = 0  # commands replied to (a run of SETs may have one joined reply)
-                sets: list = []  # a run of plain SETs not run yet: one engine write for all
+                answered = 0  # commands replied to (a run has one joined reply)
+                run: list = []  # a run of plain SETs (or GETs) not run yet: done in one go
+                run_name = None
                 for args in commands:
-                    if len(args) == 3 and args[0] in _SET_NAMES:
-                        sets.append(args)
+                    shape = _RUN_SHAPES.get(args[0])
+                    if shape is not None and len(args) == shape[0]:
+                        if shape[1] != run_name:
+                            if run:
+                                answered += len(run)
+                                size += self._run(run_name, run, out)
+                                run = []
+                            run_name = shape[1]
+                        run.append(args)
                         continue
-                    if sets:
-                        answered += len(sets)
-                        size += self._run_sets(sets, out)
-                        sets = []
+                    if run:
+                        answered += len(run)
+                        size += self._run(run_name, run, out)
+                        run = []
                     reply = execute(args)
                     answered += 1
                     out.append(reply)
@@ -234,9 +243,9 @@ class RespConnection(asyncio.Protocol):
                         return self._over_limit(limit)
                     if session.close_after_reply or self._closed:
                         break
-                if sets:
-                    answered += len(sets)
-                    if self._run_sets(sets, out) + size > limit:
+                if run:
+                    answered += len(run)
+                    if self._run(run_name, run, out) + size > limit:
                         return self._over_limit(limit)
             finally:
                 store.end_batch()
@@ -257,12 +266,12 @@ class RespConnection(asyncio.Protocol):
                     self.session.addr, limit)
         self.kill()
 
-    def _run_sets(self, sets: list, out: list) -> int:
-        """Reply to a pipeline's run of ``SET key value`` (one engine write when it can be);
-        returns the bytes added to ``out``."""
-        replies = self.session.execute_sets(sets) if len(sets) > 1 else None
+    def _run(self, name: str, run: list, out: list) -> int:
+        """Reply to a pipeline's run of one plain command (``Session.execute_run``); returns
+        the bytes added to ``out``."""
+        replies = self.session.execute_run(name, run) if len(run) > 1 else None
         if replies is None:  # each with its own reply or error
-            replies = b"".join(map(self.session.execute, sets))
+            replies = b"".join(map(self.session.execute, run))
         out.append(replies)
         return len(replies)
 

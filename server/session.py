@@ -17,13 +17,15 @@ from engine.errors import CorruptionError, NamespaceNotFoundError, WriteFailedEr
 
 from . import command_table
 from .commands import HANDLERS, CommandError
-from .commands.strings import set_many
+from .commands.strings import get_many, set_many
 from .resp import encode_error
 from .state import ServerState
 
 log = logging.getLogger("edgekv.server")
 
 _NO_AUTH_NEEDED = frozenset(("auth", "hello", "quit"))
+#: Commands a pipeline may run as a batch: name -> handler of a run (see ``execute_run``).
+RUN_HANDLERS = {"set": set_many, "get": get_many}
 
 
 class Session:
@@ -86,20 +88,21 @@ class Session:
             return encode_error(f"ERR internal error while running '{name}'; see the "
                                 f"server log")
 
-    def execute_sets(self, commands: list[list[bytes]]) -> bytes | None:
-        """A pipeline's run of ``SET key value`` commands (the caller checked the shape) in one
-        engine write: the replies of them all, or None when they must run one by one
-        (``execute`` then gives each its own reply or error)."""
+    def execute_run(self, name: str, commands: list[list[bytes]]) -> bytes | None:
+        """A pipeline's run of one command in its plain form (``SET key value``, ``GET key``:
+        the caller checked the shape; ``RUN_HANDLERS`` lists them), done in one go: one engine
+        write for SETs, no per-command dispatch.  The replies of them all, or None when they
+        must run one by one (``execute`` then gives each its own reply or error)."""
         if not self.authenticated:
             return None
         try:
-            replies = set_many(self, commands)
-        except KVError:  # nothing was applied: each SET meets the error again on its own
+            replies = RUN_HANDLERS[name](self, commands)
+        except KVError:  # nothing was applied: each command meets the error again on its own
             return None
         if replies is not None:
-            self.last_command = "set"
+            self.last_command = name
             calls = self.calls
-            calls["set"] = calls.get("set", 0) + len(commands)
+            calls[name] = calls.get(name, 0) + len(commands)
         return replies
 
     def kill(self) -> None:

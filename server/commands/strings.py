@@ -94,6 +94,32 @@ def _value(session, key: bytes) -> bytes | None:
     return _counted(session, ns.store.get_value(ns.number, key))
 
 
+def get_many(session, commands: list[list[bytes]]) -> bytes | None:
+    """A pipeline's run of ``GET key`` commands: their replies, or None when a key needs
+    ``get``'s full path (the caller then runs them one by one)."""
+    ns = session.namespace
+    get_value = ns.store.get_value
+    number = ns.number
+    nil = null(session)
+    out = []
+    hits = 0
+    for args in commands:
+        key = args[1]
+        if not 0 < len(key) <= 512 or key == b"." or key == b"..":
+            return None
+        value = get_value(number, key)
+        if value is None:
+            out.append(nil)
+        else:
+            hits += 1
+            size = len(value)
+            out.append(BULK_HEADERS[size] + value + b"\r\n" if size < 1024 else encode_bulk(value))
+    stats = session.state.stats
+    stats.keyspace_hits += hits
+    stats.keyspace_misses += len(commands) - hits
+    return b"".join(out)
+
+
 @command("get", op="GET")
 def get(session, args):
     value = _value(session, args[1])

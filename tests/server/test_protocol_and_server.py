@@ -74,6 +74,22 @@ def test_a_pipelined_run_of_sets_answers_each_set_as_if_run_alone(server_factory
     assert pipe.execute() == [True] * 300
     assert client.get("run299") == b"299" and client.dbsize() == 302
     assert client.info("commandstats")["cmdstat_set"]["calls"] == 5 + 300  # not the refused
+    # Runs of GETs likewise: a bad key answers alone, misses are nulls, INFO counts them all.
+    stats = client.info("stats")
+    gets = b"".join(b"*2\r\n$3\r\nGET\r\n$%d\r\n%b\r\n" % (len(k), k)
+                    for k in (b"a", b"missing", b"b", b".", b"run7"))
+    replies = raw(server.port, auth + gets, read_until=b"$1\r\n7\r\n")
+    assert replies.split(b"\r\n")[:-1] == [
+        b"+OK", b"$1", b"3", b"$-1", b"$1", b"2",
+        b'-ERR "." is not allowed as a key name.', b"$1", b"7"], replies
+    resp3 = b"*2\r\n$5\r\nHELLO\r\n$1\r\n3\r\n"
+    replies = raw(server.port, auth + resp3 + gets.replace(b"$1\r\n.\r\n", b"$1\r\nz\r\n"),
+                  read_until=b"$1\r\n7\r\n")
+    assert replies.endswith(b"$1\r\n3\r\n_\r\n$1\r\n2\r\n_\r\n$1\r\n7\r\n"), replies
+    after = client.info("stats")
+    assert after["keyspace_hits"] - stats["keyspace_hits"] == 3 + 3
+    assert after["keyspace_misses"] - stats["keyspace_misses"] == 1 + 2
+    assert client.info("commandstats")["cmdstat_get"]["calls"] == 2 + 5 + 5  # 2 GETs above
 
 
 def test_resp3_hello_and_types(server):
