@@ -39,7 +39,11 @@ OVERHEAD = NONCE_SIZE + TAG_SIZE
 #: Values this long or longer are tried for compression (Store.open's default); chosen by
 #: ``bench/crypto_bench.py``: below it zstd's fixed cost per call buys little.
 DEFAULT_COMPRESSION_THRESHOLD = 1024
-COMPRESSION_LEVEL = 1  # level 3 costs ~1.7x the time per value here for ~1.5% smaller frames
+#: zstd's first "fast" level: it shrinks repetitive values (JSON, text) at a third to a half of
+#: level 1's cost, and leaves values that only a skewed alphabet would shrink (base64, tokens,
+#: redis-benchmark's random printable bytes) raw at once, so the back-off stops trying them.
+#: Level 1 saves more space for more CPU (``docs/encryption.md`` has both, measured).
+COMPRESSION_LEVEL = -1
 #: The levels ``compression_level`` accepts: zstd's negative "fast" levels (no entropy coding of
 #: literals: a few times faster, larger frames) down to -7, and its ordinary ones up to 22.
 MIN_COMPRESSION_LEVEL, MAX_COMPRESSION_LEVEL = -7, 22

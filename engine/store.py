@@ -312,8 +312,8 @@ class Store:
         (``engine/crypto.py``, ``docs/encryption.md``).  An encrypted store refuses to open
         without its key or with ``encryption=False``.  ``compression_threshold``: values of
         at least this many bytes are stored zstd-compressed when that saves space; 0: never.
-        ``compression_level``: zstd's level, -7 to 22 (default 1; negative levels trade space
-        for speed, see ``docs/encryption.md``).
+        ``compression_level``: zstd's level, -7 to 22 (default -1, a fast level; higher levels
+        trade speed for space, see ``docs/encryption.md``).
         ``read_cache_bytes``: memory for recently read or written values (``engine/readcache.py``);
         0: off.
         """

@@ -45,7 +45,7 @@ class ServerConfig:
     key_file: str | None = None
     #: zstd-compress values at least this long (None: the engine's default; 0 = never)
     compression_threshold: int | None = None
-    #: zstd's level, -7 to 22 (None: the engine's default, 1; negative: faster, larger)
+    #: zstd's level, -7 to 22 (None: the engine's default, -1; higher: slower, smaller)
     compression_level: int | None = None
     #: memory for recently read values (None: the engine's default, 64 MiB; 0 = off)
     read_cache: int | None = None

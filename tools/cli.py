@@ -73,8 +73,8 @@ def _add_serve(sub) -> None:
     p.add_argument("--compression-threshold", dest="compression_threshold", type=int,
                    help="zstd-compress values of at least this many bytes (0 = never)")
     p.add_argument("--compression-level", dest="compression_level", type=int,
-                   help="zstd level from -7 to 22 (default 1); negative levels are several "
-                        "times faster and compress less")
+                   help="zstd level from -7 to 22 (default -1, a fast level); 1 and up "
+                        "compress more for several times the CPU")
     p.add_argument("--read-cache", dest="read_cache", type=_size,
                    help="memory for recently read values, e.g. 64mb (default) or 0 = off")
     p.add_argument("--segment-bytes", dest="segment_bytes", type=int,
