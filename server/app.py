@@ -24,6 +24,7 @@ import logging
 import signal
 import time
 from collections import deque
+from itertools import groupby
 
 from engine import Store
 from engine.durability import UnflushedWritesError
@@ -41,6 +42,12 @@ _REAP_INTERVAL = 0.1
 #: Commands a pipeline runs in batches, as clients spell them: name -> (arity, handler name).
 #: A run of ``SET key value`` in one read is one engine write (``Session.execute_run``).
 _RUN_SHAPES = {b"SET": (3, "set"), b"set": (3, "set"), b"GET": (2, "get"), b"get": (2, "get")}
+
+
+def _run_kind(args: list[bytes]) -> str | None:
+    """The run a pipelined command can join (``_RUN_SHAPES``), or None."""
+    shape = _RUN_SHAPES.get(args[0])
+    return shape[1] if shape is not None and len(args) == shape[0] else None
 
 
 class DurabilityGate:
@@ -218,35 +225,25 @@ class RespConnection(asyncio.Protocol):
             store.begin_batch()
             try:
                 answered = 0  # commands replied to (a run has one joined reply)
-                run: list = []  # a run of plain SETs (or GETs) not run yet: done in one go
-                run_name = None
-                for args in commands:
-                    shape = _RUN_SHAPES.get(args[0])
-                    if shape is not None and len(args) == shape[0]:
-                        if shape[1] != run_name:
-                            if run:
-                                answered += len(run)
-                                size += self._run(run_name, run, out)
-                                run = []
-                            run_name = shape[1]
-                        run.append(args)
-                        continue
-                    if run:
+                for kind, group in groupby(commands, _run_kind):
+                    if kind is not None:  # a run of plain SETs (or GETs): done in one go
+                        run = list(group)
                         answered += len(run)
-                        size += self._run(run_name, run, out)
-                        run = []
-                    reply = execute(args)
-                    answered += 1
-                    out.append(reply)
-                    size += len(reply)
-                    if size > limit:
-                        return self._over_limit(limit)
+                        size += self._run(kind, run, out)
+                        if size > limit:
+                            return self._over_limit(limit)
+                        continue
+                    for args in group:
+                        reply = execute(args)
+                        answered += 1
+                        out.append(reply)
+                        size += len(reply)
+                        if size > limit:
+                            return self._over_limit(limit)
+                        if session.close_after_reply or self._closed:
+                            break
                     if session.close_after_reply or self._closed:
                         break
-                if run:
-                    answered += len(run)
-                    if self._run(run_name, run, out) + size > limit:
-                        return self._over_limit(limit)
             finally:
                 store.end_batch()
         except WriteFailedError as exc:
