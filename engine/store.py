@@ -1069,7 +1069,7 @@ class Store:
             offset = seg.size if seg is not None else 0
             if (self._closed or self._commit.failure is not None or ns not in self._catalog.by_number
                     or offset >= self.segment_bytes or len(value) >= _LARGE_VALUE):
-                return self.write([Write(ns, key, value, expire_ms, metadata)], durable=durable)
+                return self._write_items(ns, ((key, value, expire_ms, metadata),), durable)
             seq = self._seq + 1
             encode = self._encode
             if encode is None:
@@ -1094,8 +1094,7 @@ class Store:
                                            f"{os.strerror(exc.errno or 0)}") from exc
                 if written != size:  # a short write: finish it the careful way
                     seg._rollback(offset)
-                    return self.write([Write(ns, key, value, expire_ms, metadata)],
-                                      durable=durable)
+                    return self._write_items(ns, ((key, value, expire_ms, metadata),), durable)
                 view = seg.view
                 if offset + size - (len(view) if view is not None else 0) >= _MAP_STEP:
                     seg.map_written(offset + size)
@@ -1207,7 +1206,7 @@ class Store:
         return False
 
     def _write_items(self, ns: int, items, durable: bool) -> int:
-        """``put_many``'s careful path: the general batch write."""
+        """The careful path of ``put_one`` and ``put_many``: the general batch write."""
         return self.write([Write(ns, key, value, expire_ms, metadata)
                            for key, value, expire_ms, metadata in items], durable=durable)
 

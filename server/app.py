@@ -33,21 +33,12 @@ from engine.semantics import Limits
 
 from .config import ServerConfig
 from .resp import ProtocolError, RequestParser, encode_error
-from .session import Session, kv_error_text
+from .session import Session, kv_error_text, run_kind
 from .state import ServerState
 
 log = logging.getLogger("edgekv.server")
 
 _REAP_INTERVAL = 0.1
-#: Commands a pipeline runs in batches, as clients spell them: name -> (arity, handler name).
-#: A run of ``SET key value`` in one read is one engine write (``Session.execute_run``).
-_RUN_SHAPES = {b"SET": (3, "set"), b"set": (3, "set"), b"GET": (2, "get"), b"get": (2, "get")}
-
-
-def _run_kind(args: list[bytes]) -> str | None:
-    """The run a pipelined command can join (``_RUN_SHAPES``), or None."""
-    shape = _RUN_SHAPES.get(args[0])
-    return shape[1] if shape is not None and len(args) == shape[0] else None
 
 
 class DurabilityGate:
@@ -225,7 +216,7 @@ class RespConnection(asyncio.Protocol):
             store.begin_batch()
             try:
                 answered = 0  # commands replied to (a run has one joined reply)
-                for kind, group in groupby(commands, _run_kind):
+                for kind, group in groupby(commands, run_kind):
                     if kind is not None:  # a run of plain SETs (or GETs): done in one go
                         run = list(group)
                         answered += len(run)

@@ -24,8 +24,19 @@ from .state import ServerState
 log = logging.getLogger("edgekv.server")
 
 _NO_AUTH_NEEDED = frozenset(("auth", "hello", "quit"))
-#: Commands a pipeline may run as a batch: name -> handler of a run (see ``execute_run``).
-RUN_HANDLERS = {"set": set_many, "get": get_many}
+#: Commands a pipeline may run as a batch, in their plain form: name -> (arity, handler of a
+#: run); see ``execute_run``.
+RUN_HANDLERS = {"set": (3, set_many), "get": (2, get_many)}
+#: How clients spell them (Redis names are case-insensitive; other spellings take the
+#: ordinary path, which is correct, only slower).
+_RUN_SPELLINGS = {spelling: name for name in RUN_HANDLERS
+                  for spelling in (name.encode(), name.upper().encode())}
+
+
+def run_kind(args: list[bytes]) -> str | None:
+    """The run a pipelined command can join (its name in ``RUN_HANDLERS``), or None."""
+    name = _RUN_SPELLINGS.get(args[0])
+    return name if name is not None and len(args) == RUN_HANDLERS[name][0] else None
 
 
 class Session:
@@ -96,7 +107,7 @@ class Session:
         if not self.authenticated:
             return None
         try:
-            replies = RUN_HANDLERS[name](self, commands)
+            replies = RUN_HANDLERS[name][1](self, commands)
         except KVError:  # nothing was applied: each command meets the error again on its own
             return None
         if replies is not None:

@@ -26,8 +26,14 @@ from .base import (OK, SYNTAX, CommandError, bulk_or_null, command, null, parse_
 # ---------------------------------------------------------------------------- helpers
 
 
+def _plain_key(key: bytes) -> bool:
+    """True for a key within KV's limits (1..512 bytes, not ``.``/``..``): the common case,
+    checked without the engine's full validation."""
+    return 0 < len(key) <= 512 and key != b"." and key != b".."
+
+
 def check_key(session, key: bytes) -> None:
-    if not 0 < len(key) <= 512 or key == b"." or key == b"..":
+    if not _plain_key(key):
         semantics.validate_key(key, session.namespace.limits)
 
 
@@ -105,15 +111,14 @@ def get_many(session, commands: list[list[bytes]]) -> bytes | None:
     hits = 0
     for args in commands:
         key = args[1]
-        if not 0 < len(key) <= 512 or key == b"." or key == b"..":
+        if not _plain_key(key):
             return None
         value = get_value(number, key)
         if value is None:
             out.append(nil)
         else:
             hits += 1
-            size = len(value)
-            out.append(BULK_HEADERS[size] + value + b"\r\n" if size < 1024 else encode_bulk(value))
+            out.append(encode_bulk(value))
     stats = session.state.stats
     stats.keyspace_hits += hits
     stats.keyspace_misses += len(commands) - hits
@@ -138,8 +143,8 @@ _SET_UNITS = {b"ex", b"px", b"exat", b"pxat"}
 def _plain_put_ok(key: bytes, value: bytes, store) -> bool:
     """True when ``SET key value`` can go straight to the engine: nothing to validate further,
     nothing to report but OK."""
-    return (0 < len(key) <= 512 and key != b"." and key != b".."
-            and len(value) <= store.limits.max_value_bytes and not store.write_rate_limit)
+    return (_plain_key(key) and len(value) <= store.limits.max_value_bytes
+            and not store.write_rate_limit)
 
 
 def set_many(session, commands: list[list[bytes]]) -> bytes | None:
