@@ -109,9 +109,10 @@ class Server:
 
 
 def redis_benchmark(port: int, pipeline: int, requests: int, clients: int,
-                    value_bytes: int = 100, keyspace: int = 100_000) -> dict:
+                    value_bytes: int = 100, keyspace: int = 100_000,
+                    tests: str = "set,get") -> dict:
     """One ``redis-benchmark -t set,get`` run: {"SET"|"GET": {rps, avg, p50, p95, p99, max}}."""
-    cmd = ["redis-benchmark", "-h", "127.0.0.1", "-p", str(port), "-t", "set,get",
+    cmd = ["redis-benchmark", "-h", "127.0.0.1", "-p", str(port), "-t", tests,
            "-d", str(value_bytes), "-r", str(keyspace), "-n", str(requests), "-c", str(clients),
            "-P", str(pipeline), "--csv"]
     out = subprocess.run(cmd, capture_output=True, text=True, timeout=600, check=True).stdout
@@ -212,11 +213,12 @@ def summarize(runs: list[dict]) -> list[dict]:
 
 
 def measured_benchmark(server: Server, pipeline: int, requests: int, clients: int,
-                       size: int) -> tuple[dict, float | None]:
+                       size: int, tests: str = "set,get") -> tuple[dict, float | None]:
     """``redis_benchmark`` against ``server``, plus the server's CPU microseconds per request
-    over the run (None when the process's CPU time cannot be read)."""
+    over the run (None when the process's CPU time cannot be read).  One test per run gives
+    that test's own CPU per request."""
     cpu0 = server.cpu_seconds()
-    rows = redis_benchmark(server.port, pipeline, requests, clients, size)
+    rows = redis_benchmark(server.port, pipeline, requests, clients, size, tests=tests)
     cpu1 = server.cpu_seconds()
     if cpu0 is None or cpu1 is None:
         return rows, None

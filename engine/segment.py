@@ -68,7 +68,8 @@ class SegmentFile:
     as file-backed memory (INFO's ``used_memory`` leaves them out).
     """
 
-    __slots__ = ("path", "seg_no", "fd", "size", "sealed", "view", "_map_retry_at")
+    __slots__ = ("path", "seg_no", "fd", "size", "sealed", "view", "_map_retry_at",
+                 "synced_size")
 
     #: How far writes may run past the active segment's mapping before it is made again.
     MAP_STEP = 4 * 1024 * 1024
@@ -81,6 +82,9 @@ class SegmentFile:
         self.sealed = sealed
         self.view: mmap.mmap | None = None
         self._map_retry_at = 0  # after a refused mapping, the next try waits for more writes
+        #: bytes known to be on disk (as of the start of the last fsync); everysec syncs early
+        #: when much more than that has been written (``GroupCommit``)
+        self.synced_size = size
         if sealed:
             self.map_written(size, step=0)
 
@@ -171,10 +175,12 @@ class SegmentFile:
             pass
 
     def sync(self) -> None:
+        size = self.size
         try:
             os.fsync(self.fd)
         except OSError as exc:
             raise WriteFailedError(_describe_os_error("fsync", self.path, exc)) from exc
+        self.synced_size = size
 
     def read(self, offset: int, size: int) -> bytes:
         """``size`` bytes at ``offset``, fewer at the end of the file (as ``pread``)."""

@@ -252,7 +252,7 @@ class Store:
         self._last_write_ms: dict[bytes, int] = {}
         self._seq = 0
         self._closed = True
-        self._commit = GroupCommit(self._sync_active, fsync)
+        self._commit = GroupCommit(self._sync_active, fsync, self._unsynced_bytes)
         self._wbuf = bytearray()  # batched single puts not yet written (see batch())
         self._wbuf_start = 0
         self._batch_depth = 0
@@ -818,6 +818,12 @@ class Store:
             self.seal_hints_written += 1
         _give_back_free_memory()  # the columns and the encoded file, megabytes each
         return True
+
+    def _unsynced_bytes(self) -> int:
+        """About how much of the active segment the last fsync did not cover (the syncer's
+        thread reads it without the lock: two attribute reads of ints)."""
+        seg = self._active
+        return 0 if seg is None else seg.size - seg.synced_size
 
     def _sync_active(self) -> None:
         unflushed = None

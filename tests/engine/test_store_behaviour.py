@@ -523,6 +523,31 @@ def test_fsync_everysec_makes_writes_durable_within_two_seconds(open_store):
     assert store.fsync_count >= 1
 
 
+def test_fsync_everysec_syncs_early_once_enough_bytes_wait(open_store, monkeypatch):
+    """Past ``EARLY_SYNC_BYTES`` unsynced, everysec does not wait for its next tick: neither
+    a tick nor the fsync that seals a full segment then has much to flush.  The cadence is
+    stretched to a minute here, so any sync seen comes from the byte count."""
+    from engine import durability
+    monkeypatch.setattr(durability, "EVERYSEC_INTERVAL_S", 60.0)
+    monkeypatch.setattr(durability, "EARLY_SYNC_BYTES", 64 * 1024)
+    store = open_store(fsync="everysec")
+    ns = store.namespace()
+    ns.put("small", "x" * 1000)  # far below the threshold: waits for the (minute-long) tick
+    time.sleep(0.5)
+    assert store.fsync_count == 0 and store.durable_seq < store.last_seq
+    for i in range(100):
+        ns.put(f"k{i}", "v" * 1000)  # ~100 KiB: past the threshold
+    target = store.last_seq
+    deadline = time.monotonic() + 10
+    while store.durable_seq < target and time.monotonic() < deadline:
+        time.sleep(0.02)
+    assert store.durable_seq >= target
+    assert store.fsync_count >= 1
+    count = store.fsync_count
+    time.sleep(0.5)  # nothing new written: no more syncs
+    assert store.fsync_count == count
+
+
 def test_fsync_policy_can_change_at_run_time(open_store):
     store = open_store(fsync="no")
     ns = store.namespace()
