@@ -200,7 +200,6 @@ class Namespace:
 
     # ------------------------------------------------------------------ put
 
-    @_tag("PUT")
     def put(self, key, value, expiration=None, expiration_ttl=None, metadata=None, *,
             durable: bool = True, wire: bool = False) -> None:
         """Store ``value`` (str, bytes, a binary file object or an iterable of bytes) under
@@ -212,7 +211,30 @@ class Namespace:
         as raw text (metadata as JSON text), the way the RESP and HTTP front ends receive them;
         ``durable=False`` returns before the fsync (see ``Store.wait_durable``).
         """
-        raw_key = semantics.encode_key(key)
+        try:
+            raw_key = (key.encode("utf-8", "surrogateescape") if key.__class__ is str
+                       else semantics.encode_key(key))
+            limits = self.store.limits
+            # The common case (a plain text or bytes value with no options, an ordinary key)
+            # goes straight to the store in one call: the checks below, inlined, cost less
+            # than the calls that make them (some 10% of an embedded put).
+            if (expiration is None and expiration_ttl is None and metadata is None
+                    and value.__class__ in (str, bytes) and raw_key
+                    and len(raw_key) <= limits.max_key_bytes and raw_key != b"."
+                    and raw_key != b".." and not self.store.write_rate_limit):
+                data = value.encode("utf-8") if value.__class__ is str else value
+                if len(data) > limits.max_value_bytes:
+                    raise semantics.value_too_large(len(data), limits)
+                self.store.put_one(self.number, raw_key, data, 0, b"", durable=durable)
+                return
+            self._put_checked(raw_key, value, expiration, expiration_ttl, metadata, durable,
+                              wire)
+        except KVError as exc:
+            raise exc.with_op("PUT")
+
+    def _put_checked(self, raw_key: bytes, value, expiration, expiration_ttl, metadata,
+                     durable: bool, wire: bool) -> None:
+        """``put`` with options, a stream, or a key that needs its checks one by one."""
         semantics.validate_key(raw_key, self.limits)
         if expiration is None and expiration_ttl is None and metadata is None and \
                 value.__class__ in (str, bytes):
