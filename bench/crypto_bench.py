@@ -216,11 +216,12 @@ def server_run(value_sizes=(100, 1024), pipelines=(1, 16), rounds: int = 3,
                 row = {"value_bytes": size, "pipeline": pipeline, "test": test,
                        "plain_rps": med["plain"], "encrypted_rps": med["encrypted+compressed"],
                        "ratio": med["encrypted+compressed"] / med["plain"],
-                       "plain_cpu_us": cpu["plain"], "encrypted_cpu_us": cpu["encrypted+compressed"]}
+                       "plain_cpu_us": cpu["plain"],
+                       "encrypted_cpu_us": cpu["encrypted+compressed"]}
                 # Requests per server CPU second, sealed over plain: the load-insensitive
                 # figure (wall-clock rates on two shared cores move by up to 2x).  Taken per
-                # round, from the two runs minutes apart at most, then the median: the
-                # machine's speed drifts more between rounds than within one.
+                # round, from two runs seconds apart, then the median: the machine's speed
+                # drifts more between rounds than within one.
                 paired = []
                 for rnd in range(rounds):
                     cpus = {r["config"]: r["cpu_us_per_op"] for r in rows
