@@ -147,6 +147,7 @@ class GroupCommit:
             if self.written_seq <= self.durable_seq or self.failure is not None:
                 continue
             now = time.monotonic()
+            # the tick is due within half a poll of the interval, so polling does not stretch it
             if now - last < interval - poll / 2 and (unsynced is None
                                                      or unsynced() < EARLY_SYNC_BYTES):
                 continue

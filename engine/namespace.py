@@ -234,14 +234,8 @@ class Namespace:
 
     def _put_checked(self, raw_key: bytes, value, expiration, expiration_ttl, metadata,
                      durable: bool, wire: bool) -> None:
-        """``put`` with options, a stream, or a key that needs its checks one by one."""
+        """``put`` with options, a stream, a key that fails a check, or a write rate limit."""
         semantics.validate_key(raw_key, self.limits)
-        if expiration is None and expiration_ttl is None and metadata is None and \
-                value.__class__ in (str, bytes):
-            data = value.encode("utf-8") if value.__class__ is str else value
-            semantics.check_value_size(len(data), self.limits)
-            self.put_raw(raw_key, data, 0, b"", durable=durable)
-            return
         expire_ms = semantics.resolve_expiration_ms(
             expiration, expiration_ttl, now_ms=self.store.clock_ms(),
             min_ttl=self.limits.min_ttl_seconds, wire=wire)
