@@ -6,7 +6,9 @@ commit), so 64 concurrent writers cost a handful of fsyncs, not 64.  ``everysec`
 background thread syncs once a second when something was written, and sooner once
 ``EARLY_SYNC_BYTES`` are waiting: under heavy writes a sync then never has a whole second of
 writes to flush, and neither has the fsync that seals a full segment, which the writer waits
-for (a 64 MiB one stalled every request for 50-100 ms).  ``no``: the OS decides.
+for (a 64 MiB one stalled every request for 50-100 ms).  ``no``: the OS decides when data
+reaches the disk; the same thread only asks the kernel to start writing back (no fsync, no
+promise) once ``EARLY_SYNC_BYTES`` wait, for the same sealing fsync's sake.
 
 The primitive the server builds on is "durable up to sequence N": ``written_seq`` is the last
 sequence number appended, ``durable_seq`` the last one known to be on disk, and
@@ -48,14 +50,17 @@ class UnflushedWritesError(WriteFailedError):
 
 class GroupCommit:
     def __init__(self, sync: Callable[[], None], policy: str = "always",
-                 unsynced_bytes: Callable[[], int] | None = None) -> None:
-        """``unsynced_bytes``: about how many bytes were written since the last sync (everysec
-        syncs early past ``EARLY_SYNC_BYTES``); None: only once a second."""
+                 unsynced_bytes: Callable[[], int] | None = None,
+                 write_back: Callable[[], None] | None = None) -> None:
+        """``unsynced_bytes``: about how many bytes were written since the last sync or
+        write-back (past ``EARLY_SYNC_BYTES``, everysec syncs early and ``no`` calls
+        ``write_back``); None: everysec syncs only once a second."""
         if policy not in FSYNC_POLICIES:
             raise ValueError(f"fsync policy must be one of {', '.join(FSYNC_POLICIES)}, got {policy!r}")
         self.policy = policy
         self._sync = sync
         self._unsynced_bytes = unsynced_bytes
+        self._write_back = write_back
         self._cond = threading.Condition(threading.Lock())
         self._syncing = False
         self.written_seq = 0
@@ -66,11 +71,13 @@ class GroupCommit:
         self._thread: threading.Thread | None = None
 
     def start(self) -> None:
-        """Start the once-a-second syncer (everysec); separate from __init__ so a store that
-        fails to open never leaves a thread behind."""
-        if self.policy == "everysec" and self._thread is None:
+        """Start the syncer (everysec; the write-back for ``no``); separate from __init__ so a
+        store that fails to open never leaves a thread behind."""
+        wanted = self.policy == "everysec" or (
+            self.policy == "no" and None not in (self._write_back, self._unsynced_bytes))
+        if wanted and self._thread is None:
             self._stop = threading.Event()
-            self._thread = threading.Thread(target=self._every_second, name="edgekv-fsync",
+            self._thread = threading.Thread(target=self._run_syncer, name="edgekv-fsync",
                                             daemon=True)
             self._thread.start()
 
@@ -138,7 +145,9 @@ class GroupCommit:
     def sync_now(self) -> None:
         self.wait_durable(self.written_seq)
 
-    def _every_second(self) -> None:
+    def _run_syncer(self) -> None:
+        if self.policy == "no":
+            return self._write_back_early()
         unsynced = self._unsynced_bytes
         interval = EVERYSEC_INTERVAL_S
         poll = interval if unsynced is None else min(EARLY_SYNC_POLL_S, interval)
@@ -156,6 +165,12 @@ class GroupCommit:
                 self.sync_now()
             except WriteFailedError:
                 pass  # fatal ones are in self.failure; writers see it
+
+    def _write_back_early(self) -> None:
+        unsynced, write_back = self._unsynced_bytes, self._write_back
+        while not self._stop.wait(EARLY_SYNC_POLL_S):
+            if unsynced() >= EARLY_SYNC_BYTES:
+                write_back()
 
     def stop(self) -> None:
         self._stop.set()

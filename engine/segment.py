@@ -15,11 +15,13 @@ Recovery follows LevelDB's rule for telling a torn write from corruption:
 
 from __future__ import annotations
 
+import ctypes
 import errno
 import logging
 import mmap
 import os
 import struct
+import sys
 from dataclasses import dataclass
 from typing import Iterator
 
@@ -27,6 +29,22 @@ from . import record as rec
 from .errors import StoreError, WriteFailedError
 
 log = logging.getLogger("edgekv.engine")
+
+
+def _load_sync_file_range():
+    """Linux's ``sync_file_range`` (not in ``os``), or None elsewhere."""
+    if not sys.platform.startswith("linux"):
+        return None
+    try:
+        call = ctypes.CDLL(None, use_errno=True).sync_file_range
+    except (OSError, AttributeError):
+        return None
+    call.argtypes = (ctypes.c_int, ctypes.c_int64, ctypes.c_int64, ctypes.c_uint)
+    return call
+
+
+_SYNC_FILE_RANGE = _load_sync_file_range()
+_SYNC_FILE_RANGE_WRITE = 2  # start writing dirty pages back; wait for nothing
 
 SEGMENT_MAGIC = b"EDGEKVSG"
 FORMAT_VERSION = 1
@@ -69,7 +87,7 @@ class SegmentFile:
     """
 
     __slots__ = ("path", "seg_no", "fd", "size", "sealed", "view", "_map_retry_at",
-                 "synced_size")
+                 "flushed_size")
 
     #: How far writes may run past the active segment's mapping before it is made again.
     MAP_STEP = 4 * 1024 * 1024
@@ -82,9 +100,10 @@ class SegmentFile:
         self.sealed = sealed
         self.view: mmap.mmap | None = None
         self._map_retry_at = 0  # after a refused mapping, the next try waits for more writes
-        #: bytes known to be on disk (as of the start of the last fsync); everysec syncs early
-        #: when much more than that has been written (``GroupCommit``)
-        self.synced_size = size
+        #: bytes handed to the disk: fsynced, or (``fsync="no"``) written back, as of the start
+        #: of the last such call.  The syncer acts early when much more than that has been
+        #: written (``GroupCommit``).
+        self.flushed_size = size
         if sealed:
             self.map_written(size, step=0)
 
@@ -180,7 +199,17 @@ class SegmentFile:
             os.fsync(self.fd)
         except OSError as exc:
             raise WriteFailedError(_describe_os_error("fsync", self.path, exc)) from exc
-        self.synced_size = size
+        self.flushed_size = size
+
+    def start_write_back(self) -> None:
+        """Have the kernel start writing what was appended back to disk, without waiting and
+        without a durability promise: under ``fsync="no"`` the fsync that seals the segment then
+        finds little left to flush.  Best effort (nothing happens where the call is missing)."""
+        size = self.size
+        start = self.flushed_size & ~(mmap.PAGESIZE - 1)  # earlier pages were handed over
+        if _SYNC_FILE_RANGE is not None and self.fd >= 0 and size > start:
+            _SYNC_FILE_RANGE(self.fd, start, size - start, _SYNC_FILE_RANGE_WRITE)
+        self.flushed_size = size
 
     def read(self, offset: int, size: int) -> bytes:
         """``size`` bytes at ``offset``, fewer at the end of the file (as ``pread``)."""

@@ -252,7 +252,8 @@ class Store:
         self._last_write_ms: dict[bytes, int] = {}
         self._seq = 0
         self._closed = True
-        self._commit = GroupCommit(self._sync_active, fsync, self._unsynced_bytes)
+        self._commit = GroupCommit(self._sync_active, fsync, self._unsynced_bytes,
+                                   self._start_write_back)
         self._wbuf = bytearray()  # batched single puts not yet written (see batch())
         self._wbuf_start = 0
         self._batch_depth = 0
@@ -820,10 +821,15 @@ class Store:
         return True
 
     def _unsynced_bytes(self) -> int:
-        """About how much of the active segment the last fsync did not cover (the syncer's
-        thread reads it without the lock: two attribute reads of ints)."""
+        """About how much of the active segment the last fsync (or write-back) did not cover
+        (the syncer's thread reads it without the lock: two attribute reads of ints)."""
         seg = self._active
-        return 0 if seg is None else seg.size - seg.synced_size
+        return 0 if seg is None else seg.size - seg.flushed_size
+
+    def _start_write_back(self) -> None:
+        seg = self._active
+        if seg is not None:
+            seg.start_write_back()
 
     def _sync_active(self) -> None:
         unflushed = None

@@ -551,6 +551,27 @@ def test_fsync_everysec_syncs_early_once_enough_bytes_wait(open_store, monkeypat
     assert store.fsync_count == count
 
 
+def test_fsync_no_starts_write_back_early_but_never_syncs(open_store, monkeypatch):
+    """Under ``no`` the syncer only asks the kernel to start writing back past
+    ``EARLY_SYNC_BYTES`` (so the fsync that seals a segment has little left): no fsync, and
+    nothing is claimed durable."""
+    from engine import durability
+    monkeypatch.setattr(durability, "EARLY_SYNC_BYTES", 64 * 1024)
+    store = open_store(fsync="no")
+    ns = store.namespace()
+    durable = store.durable_seq
+    for i in range(100):
+        ns.put(f"k{i}", "v" * 1000)
+    deadline = time.monotonic() + 10
+    while store._unsynced_bytes() >= 64 * 1024 and time.monotonic() < deadline:
+        time.sleep(0.02)
+    assert store._unsynced_bytes() < 64 * 1024
+    assert store.fsync_count == 0
+    assert store.durable_seq == durable < store.last_seq
+    store.close()
+    assert store._commit._thread is None  # stopped with the store
+
+
 def test_fsync_policy_can_change_at_run_time(open_store):
     store = open_store(fsync="no")
     ns = store.namespace()
