@@ -31,19 +31,22 @@ from .errors import StoreError, WriteFailedError
 log = logging.getLogger("edgekv.engine")
 
 
-def _load_sync_file_range():
-    """Linux's ``sync_file_range`` (not in ``os``), or None elsewhere."""
+def linux_libc_call(name: str, argtypes: tuple | None = None):
+    """A C library function ``os`` does not offer (``sync_file_range``, ``malloc_trim``), on
+    Linux; None elsewhere, and callers then do without it."""
     if not sys.platform.startswith("linux"):
         return None
     try:
-        call = ctypes.CDLL(None, use_errno=True).sync_file_range
+        call = getattr(ctypes.CDLL(None, use_errno=True), name)
     except (OSError, AttributeError):
         return None
-    call.argtypes = (ctypes.c_int, ctypes.c_int64, ctypes.c_int64, ctypes.c_uint)
+    if argtypes is not None:
+        call.argtypes = argtypes
     return call
 
 
-_SYNC_FILE_RANGE = _load_sync_file_range()
+_SYNC_FILE_RANGE = linux_libc_call(
+    "sync_file_range", (ctypes.c_int, ctypes.c_int64, ctypes.c_int64, ctypes.c_uint))
 _SYNC_FILE_RANGE_WRITE = 2  # start writing dirty pages back; wait for nothing
 
 SEGMENT_MAGIC = b"EDGEKVSG"

@@ -29,14 +29,12 @@ Everything here is safe to call from several threads.
 
 from __future__ import annotations
 
-import ctypes
 import json
 import logging
 from collections import deque
 from contextlib import contextmanager
 import os
 import struct
-import sys
 import threading
 import time
 from dataclasses import dataclass, field
@@ -56,8 +54,8 @@ from .index import (KeyIndex, MAX_SEGMENT_NO, index_key, location_segment, ns_pr
                     pack_location, unpack_location)
 from .lockfile import DirectoryLock
 from .readcache import DEFAULT_READ_CACHE_BYTES, ReadCache
-from .segment import (SEGMENT_HEADER_SIZE, Damage, SegmentFile, fsync_dir, parse_segment_name,
-                      write_fully, scan)
+from .segment import (SEGMENT_HEADER_SIZE, Damage, SegmentFile, fsync_dir, linux_libc_call,
+                      parse_segment_name, write_fully, scan)
 
 log = logging.getLogger("edgekv.engine")
 
@@ -97,20 +95,11 @@ def _give_back_free_memory() -> None:
         trim(0)
 
 
-def _load_malloc_trim():
-    if not sys.platform.startswith("linux"):
-        return None
-    try:
-        return ctypes.CDLL(None).malloc_trim
-    except (OSError, AttributeError):
-        return None
-
-
 def _system_clock_ms() -> int:
     return time.time_ns() // 1_000_000
 
 
-_MALLOC_TRIM = _load_malloc_trim()
+_MALLOC_TRIM = linux_libc_call("malloc_trim")
 
 
 @dataclass(slots=True)
