@@ -26,7 +26,6 @@ from .store import Entry, Store, Write
 
 _READ_CHUNK = 1024 * 1024
 _FAST_TYPES = ("text", "bytes")
-_DOT_KEYS = (b".", b"..")
 
 
 class ValueWithMetadata(NamedTuple):
@@ -114,7 +113,7 @@ class Namespace:
         if cache_ttl is None and type in _FAST_TYPES and key.__class__ in (str, bytes):
             # The common case, without the generic path's layers (about twice as fast).
             raw_key = key.encode("utf-8", "surrogateescape") if key.__class__ is str else key
-            if not 0 < len(raw_key) <= self.limits.max_key_bytes or raw_key in _DOT_KEYS:
+            if not semantics.ordinary_key(raw_key, self.store.limits):
                 return self._get_one(key, type, cache_ttl, with_metadata=False)
             info = self._by_id.get(self.id)
             if info is None:
@@ -219,9 +218,8 @@ class Namespace:
             # goes straight to the store in one call: the checks below, inlined, cost less
             # than the calls that make them (some 10% of an embedded put).
             if (expiration is None and expiration_ttl is None and metadata is None
-                    and value.__class__ in (str, bytes) and raw_key
-                    and len(raw_key) <= limits.max_key_bytes and raw_key != b"."
-                    and raw_key != b".." and not self.store.write_rate_limit):
+                    and value.__class__ in (str, bytes) and semantics.ordinary_key(raw_key, limits)
+                    and not self.store.write_rate_limit):
                 data = value.encode("utf-8") if value.__class__ is str else value
                 if len(data) > limits.max_value_bytes:
                     raise semantics.value_too_large(len(data), limits)

@@ -112,6 +112,16 @@ def decode_key(key: bytes) -> str:
     return key.decode("utf-8", "surrogateescape")
 
 
+_DOT_KEYS = (b".", b"..")
+
+
+def ordinary_key(key: bytes, limits: Limits = DEFAULT_LIMITS) -> bool:
+    """True for a key ``validate_key`` accepts, tested in one expression: the check of every
+    fast path (get, put, the server's GET and SET), which leaves the rest to ``validate_key``
+    for its error."""
+    return 0 < len(key) <= limits.max_key_bytes and key not in _DOT_KEYS
+
+
 def validate_key(key: bytes, limits: Limits = DEFAULT_LIMITS) -> None:
     """workerd's ``validateKeyName`` and Miniflare's ``validateKey`` in one."""
     if not key:

@@ -26,15 +26,10 @@ from .base import (OK, SYNTAX, CommandError, bulk_or_null, command, null, parse_
 # ---------------------------------------------------------------------------- helpers
 
 
-def _plain_key(key: bytes) -> bool:
-    """True for a key within KV's limits (1..512 bytes, not ``.``/``..``): the common case,
-    checked without the engine's full validation."""
-    return 0 < len(key) <= 512 and key != b"." and key != b".."
-
-
 def check_key(session, key: bytes) -> None:
-    if not _plain_key(key):
-        semantics.validate_key(key, session.namespace.limits)
+    limits = session.namespace.store.limits
+    if not semantics.ordinary_key(key, limits):
+        semantics.validate_key(key, limits)
 
 
 def check_value(session, value: bytes) -> None:
@@ -105,13 +100,15 @@ def get_many(session, commands: list[list[bytes]]) -> bytes | None:
     ``get``'s full path (the caller then runs them one by one)."""
     ns = session.namespace
     get_value = ns.store.get_value
+    limits = ns.store.limits
+    ordinary_key = semantics.ordinary_key
     number = ns.number
     nil = null(session)
     out = []
     hits = 0
     for args in commands:
         key = args[1]
-        if not _plain_key(key):
+        if not ordinary_key(key, limits):
             return None
         value = get_value(number, key)
         if value is None:
@@ -143,7 +140,8 @@ _SET_UNITS = {b"ex", b"px", b"exat", b"pxat"}
 def _plain_put_ok(key: bytes, value: bytes, store) -> bool:
     """True when ``SET key value`` can go straight to the engine: nothing to validate further,
     nothing to report but OK."""
-    return (_plain_key(key) and len(value) <= store.limits.max_value_bytes
+    limits = store.limits
+    return (semantics.ordinary_key(key, limits) and len(value) <= limits.max_value_bytes
             and not store.write_rate_limit)
 
 
