@@ -376,6 +376,9 @@ class EdgeKVServer:
         self.state.protocol_limits_changed = self._protocol_limits_changed
         self.gate = DurabilityGate(self.store)
         self._write_queue: list[RespConnection] = []
+        # The loop's call_soon, bound once in start(): on Python 3.11 every
+        # asyncio.get_running_loop() makes a getpid() system call, once per loop iteration here.
+        self._call_soon = None
         self.stopping = False
         self._servers: list[asyncio.AbstractServer] = []
         self._stopped = asyncio.Event()
@@ -384,7 +387,7 @@ class EdgeKVServer:
 
     def schedule_write(self, conn: RespConnection) -> None:
         if not self._write_queue:
-            asyncio.get_running_loop().call_soon(self._flush_writes)
+            (self._call_soon or asyncio.get_running_loop().call_soon)(self._flush_writes)
         self._write_queue.append(conn)
 
     def _flush_writes(self) -> None:
@@ -411,6 +414,7 @@ class EdgeKVServer:
 
     async def start(self) -> None:
         loop = asyncio.get_running_loop()
+        self._call_soon = loop.call_soon
         self.state.shutdown_requested = lambda: loop.create_task(self.stop())
         self.gate.start(loop)
         for host in self.config.bind_addresses():
