@@ -159,11 +159,9 @@ class RespConnection(asyncio.Protocol):
         session = self.session
         self.state.stats.net_input_bytes += len(data)
         session.last_interaction = time.time()
-        parser = self.parser
-        parser.feed(data)
         error = None
         try:
-            commands = parser.commands()
+            commands = self.parser.parse(data)
         except ProtocolError as exc:
             commands, error = exc.commands, exc
         store = self.store
@@ -187,9 +185,10 @@ class RespConnection(asyncio.Protocol):
             close_after = True
         if self._closed:
             return
-        if self.held or (store.fsync_policy == "always" and store.last_seq != before):
-            seq = store.last_seq if store.last_seq != before else self.held[-1][0]
-            self.held.append((seq, payload, close_after))
+        after = store.last_seq
+        if self.held or (after != before and store.fsync_policy == "always"):
+            self.held.append((after if after != before else self.held[-1][0], payload,
+                              close_after))
             self.server.gate.wait_for(self)
             return
         if close_after:
@@ -198,7 +197,7 @@ class RespConnection(asyncio.Protocol):
             pending = self.pending_out
             if not pending:
                 self.server.schedule_write(self)
-            if len(commands) == 1 and store.last_seq != before and store.has_pending_writes:
+            if after != before and len(commands) == 1 and store.has_pending_writes:
                 self.unwritten.append(len(pending))
             pending.append(payload)
 

@@ -18,8 +18,8 @@ anything else is an *inline* command, one line split with the quoting rules of R
 because clients and tests match on them.  The parser keeps the unparsed bytes in one buffer
 and a position into it, and takes each multibulk command by one of three routes:
 
-* **Fast path.**  A short read holding a single ``*`` (one command, the unpipelined case) is
-  split on CRLF: when the first part is ``*N`` for the N arguments that follow and every
+* **Fast path.**  A short read holding a single ``*`` (one command, the unpipelined case),
+  arriving at an idle parser (``parse``, which a connection calls per read), is split on CRLF: when the first part is ``*N`` for the N arguments that follow and every
   argument is preceded by its own ``$len``, joining the parts back gives exactly the canonical
   encoding of those arguments, which Redis parses one way only.  Anything else (a CRLF in a
   value, a sloppy client, half a command) falls through to what follows, having cost one split.
@@ -255,7 +255,7 @@ _SENTINEL = b">0\r\n"
 _Push = hiredis.PushNotification
 _HIREDIS_RESTARTS = 4  # per parse call; past this, a degenerate stream is finished in Python
 
-# Single-command reads up to this size are split on CRLF (see commands()); the header lines of
+# Single-command reads up to this size are split on CRLF (see parse()); the header lines of
 # the canonical encoding, without their CRLF ("*0" never matches: Redis skips empty commands).
 _SPLIT_MAX = 1024
 _ARRAY_LINES = (None,) + tuple(b"*%d" % n for n in range(1, 512))
@@ -392,6 +392,30 @@ class RequestParser:
         else:
             buf += data
 
+    def parse(self, data: bytes) -> list[list[bytes]]:
+        """``feed(data)`` then ``commands()``, as one call: what a connection does per read.
+
+        A read that is exactly one canonical command into an idle parser (a client that does
+        not pipeline) is split here without buffering it first; anything else takes the
+        general path."""
+        if (not self._buf and type(data) is bytes and not data.rfind(42)
+                and len(data) <= _SPLIT_MAX and len(data) <= self._fast_limit
+                and not self._mb_left and not self._queue and self._error is None):
+            # ``not rfind(42)``: the read's only '*' is its first byte, so most likely it is one
+            # whole command (no pipelining).  Joined back with CRLF the parts are the read, so
+            # when every line is the canonical header of what follows, the read is exactly one
+            # canonical command.
+            parts = data.split(b"\r\n")
+            args = parts[2:-1:2]
+            try:
+                if (not parts[-1] and parts[0] == _ARRAY_LINES[len(args)]
+                        and parts[1:-1:2] == list(map(_bulk_line, map(len, args)))):
+                    return [args]
+            except IndexError:  # an argument of 1 KiB or more
+                pass
+        self.feed(data)
+        return self.commands()
+
     def commands(self) -> list[list[bytes]]:
         """Every complete command buffered now, in order.
 
@@ -402,19 +426,7 @@ class RequestParser:
         if (raw and raw[0] == 42 and not self._mb_left and self._error is None
                 and not self._queue and len(raw) <= self._fast_limit):
             # The fast path of the theory of operation, inlined: this is the per-read hot path.
-            if not raw.rfind(42) and len(raw) <= _SPLIT_MAX and type(raw) is bytes:
-                # One '*' in a short read: most likely one whole command (no pipelining).
-                # Joined back with CRLF the parts are the read, so when every line is the
-                # canonical header of what follows, the read is exactly one canonical command.
-                parts = raw.split(b"\r\n")
-                args = parts[2:-1:2]
-                try:
-                    if (not parts[-1] and parts[0] == _ARRAY_LINES[len(args)]
-                            and parts[1:-1:2] == list(map(_bulk_line, map(len, args)))):
-                        self._buf = b""
-                        return [args]
-                except IndexError:  # an argument of 1 KiB or more
-                    pass
+            # (A read of exactly one command is split by ``parse`` before it gets here.)
             suspect = (43 in raw or 40 in raw or 61 in raw or 126 in raw or 124 in raw
                        or 62 in raw)
             if ((suspect or raw.rfind(42) or 13 not in raw[:6])

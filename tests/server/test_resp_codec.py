@@ -40,14 +40,19 @@ def pack(*args) -> bytes:
     return b"".join(out)
 
 
-def run(chunks, parser: RequestParser | None = None, *, next_command: bool = False, **limits):
-    """Feed ``chunks`` in order; return (commands, error text or None)."""
+def run(chunks, parser: RequestParser | None = None, *, next_command: bool = False,
+        per_read: bool = False, **limits):
+    """Feed ``chunks`` in order; return (commands, error text or None).  ``per_read``: one
+    ``parse(chunk)`` per chunk, as a connection does, instead of ``feed`` + ``commands``."""
     parser = parser or RequestParser(**limits)
     got: list[list[bytes]] = []
     for chunk in chunks:
-        parser.feed(chunk)
+        if not per_read:
+            parser.feed(chunk)
         try:
-            if next_command:
+            if per_read:
+                got.extend(parser.parse(chunk))
+            elif next_command:
                 while (cmd := parser.next_command()) is not None:
                     got.append(cmd)
             else:
@@ -257,8 +262,19 @@ def test_cr_ending_a_header_is_enough_like_in_redis():
 def test_single_command_reads_agree_with_the_reference(stream):
     # A read with one '*' is first taken apart on CRLF (the unpipelined fast path): anything
     # that is not exactly one canonical command must fall through to the exact rules.
+    assert run([stream], per_read=True) == reference(stream)
     assert parse_all(stream) == reference(stream)
     assert parse_bytewise(stream) == reference(stream)
+
+
+def test_a_single_command_read_still_meets_the_limits():
+    # parse() splits a one-command read without buffering it: the bulk length limit applies
+    # all the same, as does the state of a parser that is mid-command.
+    stream = pack("SET", "k", "x" * 20)
+    assert run([stream], per_read=True, max_bulk_len=10) == reference(stream, max_bulk=10)
+    assert reference(stream, max_bulk=10)[1] is not None
+    head, tail = pack("GET", "k")[:5], pack("GET", "k")[5:]
+    assert run([head, tail, pack("PING")], per_read=True) == ([[b"GET", b"k"], [b"PING"]], None)
 
 
 @pytest.mark.parametrize("element", [b"+OK\r\n", b"(12\r\n", b"=8\r\ntxt:abcd\r\n", b":1\r\n",
@@ -604,6 +620,7 @@ def test_any_chunking_agrees_with_the_reference(case):
     expected = reference(stream)
     assert run(chunks) == expected
     assert run(chunks, next_command=True) == expected
+    assert run(chunks, per_read=True) == expected
 
 
 @settings(max_examples=100, deadline=None)
@@ -612,6 +629,7 @@ def test_pipelines_split_into_equal_reads(commands, size):
     stream = b"".join(pack(*a) for a in commands)
     chunks = [stream[i:i + size] for i in range(0, len(stream), size)]
     assert run(chunks) == ([list(a) for a in commands], None)
+    assert run(chunks, per_read=True) == ([list(a) for a in commands], None)
 
 
 # ---------------------------------------------------------------------------- encoder
