@@ -19,9 +19,10 @@ because clients and tests match on them.  The parser keeps the unparsed bytes in
 and a position into it, and takes each multibulk command by one of three routes:
 
 * **Fast path.**  A short read holding a single ``*`` (one command, the unpipelined case),
-  arriving at an idle parser (``parse``, which a connection calls per read), is split on CRLF: when the first part is ``*N`` for the N arguments that follow and every
-  argument is preceded by its own ``$len``, joining the parts back gives exactly the canonical
-  encoding of those arguments, which Redis parses one way only.  Anything else (a CRLF in a
+  arriving at an idle parser (``parse``, which a connection calls per read), is split on
+  CRLF: when the first part is ``*N`` for the N arguments that follow and every argument is
+  preceded by its own ``$len``, joining the parts back gives exactly the canonical encoding of
+  those arguments, which Redis parses one way only.  Anything else (a CRLF in a
   value, a sloppy client, half a command) falls through to what follows, having cost one split.
   Otherwise hiredis's C ``Reader`` is fed the rest of the buffer and drained.  (Not if
   the bytes hold an aggregate header of five digits or more: hiredis allocates a list of that
