@@ -241,8 +241,11 @@ class Store:
         self._last_write_ms: dict[bytes, int] = {}
         self._seq = 0
         self._closed = True
-        self._commit = GroupCommit(self._sync_active, fsync, self._unsynced_bytes,
-                                   self._start_write_back)
+        #: The group commit: ``written_seq`` (last record appended), ``durable_seq`` (synced up
+        #: to), ``policy``.  Public so that the server's per-request path reads the sequence
+        #: numbers as attributes (``last_seq`` and ``durable_seq`` are the same, as properties).
+        self.commit = GroupCommit(self._sync_active, fsync, self._unsynced_bytes,
+                                  self._start_write_back)
         self._wbuf = bytearray()  # batched single puts not yet written (see batch())
         self._wbuf_start = 0
         self._batch_depth = 0
@@ -327,7 +330,7 @@ class Store:
             store._segment_key_ids.setdefault(store._active.seg_no, set()).add(
                 store._codec.key_id)
             store._closed = False
-            store._commit.start()
+            store.commit.start()
             store._start_hint_thread()
             store._persist_adopted_orphans()
             if DEFAULT_TITLE not in store._catalog.by_title:
@@ -351,7 +354,7 @@ class Store:
                 return
             self._closed = True
             try:
-                if self._commit.failure is None and self._active is not None:
+                if self.commit.failure is None and self._active is not None:
                     try:
                         self._flush_wbuf()
                     except WriteFailedError as exc:
@@ -365,7 +368,7 @@ class Store:
 
     def _release_files(self) -> None:
         self._stop_hint_thread()
-        self._commit.stop()
+        self.commit.stop()
         for seg in self._segments.values():
             seg.close()
         self._segments.clear()
@@ -447,7 +450,7 @@ class Store:
             self._active.map_written(self._active.size)  # what recovery kept of it
         else:
             self._active = self._new_segment(1)
-        self._commit.reset(self._seq)
+        self.commit.reset(self._seq)
         _give_back_free_memory()
         report.live_keys = len(self._index)
         report.seconds = time.perf_counter() - started
@@ -648,7 +651,7 @@ class Store:
         try:
             old.sync()  # first: a torn tail must never end up in a sealed segment
         except WriteFailedError as exc:
-            self._commit.fail(exc)  # as fatal as a failed fsync anywhere else
+            self.commit.fail(exc)  # as fatal as a failed fsync anywhere else
             raise
         columns = self._live_hint
         new = self._new_segment(next_no or old.seg_no + 1)
@@ -936,17 +939,17 @@ class Store:
             self._check_open()
             if self._wbuf:
                 self._flush_wbuf()  # keep file order = offset order
-            if self._commit.failure is not None:
+            if self.commit.failure is not None:
                 raise WriteFailedError(f"writes are disabled after a failed fsync "
-                                       f"({self._commit.failure.message}); restart edgekv to "
+                                       f"({self.commit.failure.message}); restart edgekv to "
                                        f"recover from the log")
             try:
                 seq = self._append(writes)
             finally:
                 # Records of a batch that failed half-way may already be applied: count them.
-                self._commit.note_written(self._seq)
-        if durable and self._commit.policy == "always":
-            self._commit.wait_durable(seq)
+                self.commit.note_written(self._seq)
+        if durable and self.commit.policy == "always":
+            self.commit.wait_durable(seq)
         return seq
 
     def _append(self, writes: list[Write]) -> int:
@@ -1068,7 +1071,7 @@ class Store:
         with self._lock:
             seg = self._active
             offset = seg.size if seg is not None else 0
-            if (self._closed or self._commit.failure is not None or ns not in self._catalog.by_number
+            if (self._closed or self.commit.failure is not None or ns not in self._catalog.by_number
                     or offset >= self.segment_bytes or len(value) >= _LARGE_VALUE):
                 return self._write_items(ns, ((key, value, expire_ms, metadata),), durable)
             seq = self._seq + 1
@@ -1123,15 +1126,15 @@ class Store:
                 self._metadata[ikey] = metadata
             elif self._metadata:
                 self._metadata.pop(ikey, None)
-            self._commit.written_seq = seq
+            self.commit.written_seq = seq
             columns = self._live_hint
             if columns is not None:
                 columns.add(ikey, loc, seq, data[_FLAGS_AT], data[_KEY_ID_AT], expire_ms,
                             metadata, offset + size)
             if size < 16384 and value.__class__ is bytes and self._read_cache.budget:
                 self._read_cache.add(loc, value)  # a GET right after a SET is the common case
-        if durable and self._commit.policy == "always":
-            self._commit.wait_durable(seq)
+        if durable and self.commit.policy == "always":
+            self.commit.wait_durable(seq)
         return seq
 
     def put_many(self, ns: int, items: Sequence[tuple], *, durable: bool = True,
@@ -1146,7 +1149,7 @@ class Store:
         """
         with self._lock:
             seg = self._active
-            if (self._closed or self._commit.failure is not None or ns not in self._catalog.by_number
+            if (self._closed or self.commit.failure is not None or ns not in self._catalog.by_number
                     or seg.size >= self.segment_bytes):
                 return self._write_items(ns, items, durable)
             offset = seg.size
@@ -1187,9 +1190,9 @@ class Store:
                 if cache_add is not None and size < 16384 and value.__class__ is bytes:
                     cache_add(loc, value)
             self._seq = seq
-            self._commit.written_seq = seq
-        if durable and self._commit.policy == "always":
-            self._commit.wait_durable(seq)
+            self.commit.written_seq = seq
+        if durable and self.commit.policy == "always":
+            self.commit.wait_durable(seq)
         return seq
 
     def _buffered(self, data: bytes, offset: int, deferred: bool) -> bool:
@@ -1229,33 +1232,33 @@ class Store:
 
     @property
     def fsync_policy(self) -> str:
-        return self._commit.policy
+        return self.commit.policy
 
     def set_fsync_policy(self, policy: str) -> None:
-        self._commit.set_policy(policy)
+        self.commit.set_policy(policy)
 
     @property
     def last_seq(self) -> int:
         """Sequence number of the last record appended."""
-        return self._commit.written_seq
+        return self.commit.written_seq
 
     @property
     def durable_seq(self) -> int:
         """Every record up to this sequence number is known to be on disk."""
-        return self._commit.durable_seq
+        return self.commit.durable_seq
 
     @property
     def fsync_count(self) -> int:
-        return self._commit.fsync_count
+        return self.commit.fsync_count
 
     def wait_durable(self, seq: int) -> None:
         """Block until the record with sequence ``seq`` (and all before it) is on disk."""
-        self._commit.wait_durable(seq)
+        self.commit.wait_durable(seq)
 
     def sync(self) -> None:
         """Fsync everything written so far, whatever the policy."""
         self._check_open()
-        self._commit.sync_now()
+        self.commit.sync_now()
 
     # ------------------------------------------------------------------ read path
 
@@ -1636,12 +1639,12 @@ class Store:
                 "active_segment": self._active.seg_no if self._active else None,
                 "disk_bytes": sum(s.size for s in self._segments.values()),
                 "dead_bytes": sum(self._dead_bytes.values()),
-                "last_seq": self._commit.written_seq,
-                "durable_seq": self._commit.durable_seq,
-                "fsync_policy": self._commit.policy,
-                "fsync_count": self._commit.fsync_count,
+                "last_seq": self.commit.written_seq,
+                "durable_seq": self.commit.durable_seq,
+                "fsync_policy": self.commit.policy,
+                "fsync_count": self.commit.fsync_count,
                 "corrupt_records": len(self.recovery.corrupt),
-                "write_error": str(self._commit.failure) if self._commit.failure else None,
+                "write_error": str(self.commit.failure) if self.commit.failure else None,
                 "read_cache": self._read_cache.stats(),
             }
 

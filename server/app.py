@@ -165,7 +165,8 @@ class RespConnection(asyncio.Protocol):
         except ProtocolError as exc:
             commands, error = exc.commands, exc
         store = self.store
-        before = store.last_seq
+        commit = store.commit  # its written_seq moves when the command wrote something
+        before = commit.written_seq
         if len(commands) == 1:
             # No pipeline, the common case: one reply, no batch (a single put gains nothing
             # from one), and the output buffer limit is checked when the reply is written.
@@ -185,8 +186,8 @@ class RespConnection(asyncio.Protocol):
             close_after = True
         if self._closed:
             return
-        after = store.last_seq
-        if self.held or (after != before and store.fsync_policy == "always"):
+        after = commit.written_seq
+        if self.held or (after != before and commit.policy == "always"):
             self.held.append((after if after != before else self.held[-1][0], payload,
                               close_after))
             self.server.gate.wait_for(self)
@@ -285,7 +286,7 @@ class RespConnection(asyncio.Protocol):
                 self.unwritten = []
             if self._closed:
                 return
-            payload = pending[0] if len(pending) == 1 else b"".join(pending)
+            payload = b"".join(pending)  # of one reply: that reply itself, not a copy
             state = self.state
             state.stats.net_output_bytes += len(payload)
             transport = self.transport

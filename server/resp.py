@@ -316,7 +316,8 @@ class RequestParser:
     """
 
     __slots__ = ("_buf", "_reader", "_mb_left", "_bulklen", "_args", "_argbytes",
-                 "_queue", "_error", "_max_bulk", "_max_mb", "_max_qbuf", "_fast_limit")
+                 "_queue", "_error", "_max_bulk", "_max_mb", "_max_qbuf", "_fast_limit",
+                 "_split_limit")
 
     def __init__(self, *, max_bulk_len: int = 32 * 1024 * 1024,
                  max_multibulk_len: int = 1024 * 1024,
@@ -329,7 +330,7 @@ class RequestParser:
         self._argbytes = 0
         self._queue: list[list[bytes]] = []    # parsed, not yet taken by next_command (reversed)
         self._error: str | None = None
-        self._max_bulk = self._max_mb = self._fast_limit = 0
+        self._max_bulk = self._max_mb = self._fast_limit = self._split_limit = 0
         self._max_qbuf = max_query_buffer
         self.max_bulk_len = max_bulk_len
         self.max_multibulk_len = max_multibulk_len
@@ -370,6 +371,7 @@ class RequestParser:
         # more than B/6 arguments (``$0\r\n\r\n`` each): below this size the fast path need not
         # look at the limits at all.
         self._fast_limit = min(self._max_bulk, 6 * self._max_mb)
+        self._split_limit = min(self._fast_limit, _SPLIT_MAX)
 
     @property
     def buffered(self) -> int:
@@ -400,7 +402,7 @@ class RequestParser:
         not pipeline) is split here without buffering it first; anything else takes the
         general path."""
         if (not self._buf and type(data) is bytes and not data.rfind(42)
-                and len(data) <= _SPLIT_MAX and len(data) <= self._fast_limit
+                and len(data) <= self._split_limit
                 and not self._mb_left and not self._queue and self._error is None):
             # ``not rfind(42)``: the read's only '*' is its first byte, so most likely it is one
             # whole command (no pipelining).  Joined back with CRLF the parts are the read, so

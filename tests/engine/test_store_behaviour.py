@@ -569,7 +569,7 @@ def test_fsync_no_starts_write_back_early_but_never_syncs(open_store, monkeypatc
     assert store.fsync_count == 0
     assert store.durable_seq == durable < store.last_seq
     store.close()
-    assert store._commit._thread is None  # stopped with the store
+    assert store.commit._thread is None  # stopped with the store
 
 
 def test_fsync_policy_can_change_at_run_time(open_store):
