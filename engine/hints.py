@@ -150,30 +150,36 @@ class HintWriter:
             os.close(fd)
 
 
+#: One hint entry as ``HintColumns`` keeps it: location, sequence number, flags, key id, key
+#: length, little-endian as the file stores each column.
+_ROW = struct.Struct("<QQBBH")
+_ROW_PACK = _ROW.pack
+_ROW_SIZE = _ROW.size
+#: ``(offset in a row, width)`` of each column.
+_LOCATION, _SEQ, _FLAGS, _KEY_ID, _KEY_LEN = (0, 8), (8, 8), (16, 1), (17, 1), (18, 2)
+
+
 class HintColumns:
-    """A sealed segment's hint entries, column by column, in record order (nothing relies on
-    the order): about 45 bytes of memory per record and no Python object per record.
+    """A sealed segment's hint entries in record order (nothing relies on the order): one
+    packed row per record plus its index key, about 45 bytes of memory per record and no
+    Python object per record.
 
     Filled two ways: by the store as it appends each record to its active segment (so that
     sealing the segment needs no second read of it: the scan below costs 3 to 6 µs a record,
     most of it opening each encrypted payload again), and by ``sealed_segment_hint``'s scan for
     a segment whose writes this process did not all see (one reopened as the active segment).
     ``end`` is where the last record added ends; the columns describe the segment only if that
-    is its size when sealed.
+    is its size when sealed.  Rows rather than one array per column: ``add`` runs for every
+    put, and two appends cost less than six; the columns are cut out of the rows at sealing.
     """
 
-    __slots__ = ("seg_no", "end", "key_lens", "key_blob", "locations", "seqs", "flags",
-                 "key_ids", "exp", "meta")
+    __slots__ = ("seg_no", "end", "rows", "key_blob", "exp", "meta")
 
     def __init__(self, seg_no: int, end: int) -> None:
         self.seg_no = seg_no
         self.end = end
-        self.key_lens = array("H")
+        self.rows = bytearray()
         self.key_blob = bytearray()
-        self.locations = array("Q")
-        self.seqs = array("Q")
-        self.flags = bytearray()
-        self.key_ids = bytearray()
         self.exp: list[tuple[int, int]] = []
         self.meta: list[tuple[int, bytes]] = []
 
@@ -181,23 +187,31 @@ class HintColumns:
             metadata, end: int) -> None:
         """One record: its index key (namespace + key), packed location, header fields,
         metadata JSON, and the offset where it ends."""
-        n = len(self.seqs)
-        self.key_lens.append(len(ikey))
+        if expire_ms or metadata:
+            n = len(self.rows) // _ROW_SIZE
+            if expire_ms:
+                self.exp.append((n, expire_ms))
+            if metadata:
+                self.meta.append((n, bytes(metadata)))
+        self.rows += _ROW_PACK(location, seq, flags, key_id, len(ikey))
         self.key_blob += ikey
-        self.locations.append(location)
-        self.seqs.append(seq)
-        self.flags.append(flags)
-        self.key_ids.append(key_id)
-        if expire_ms:
-            self.exp.append((n, expire_ms))
-        if metadata:
-            self.meta.append((n, bytes(metadata)))
         self.end = end
 
     @property
     def nbytes(self) -> int:
         """About what the columns hold in memory (metadata left out)."""
-        return len(self.key_blob) + 20 * len(self.seqs)
+        return len(self.key_blob) + len(self.rows)
+
+    def _column(self, field: tuple[int, int]) -> bytes:
+        """One field of every row, little-endian: the bytes of that column in the file."""
+        offset, width = field
+        rows = self.rows
+        if width == 1:
+            return bytes(rows[offset::_ROW_SIZE])
+        column = bytearray(len(rows) // _ROW_SIZE * width)
+        for i in range(width):
+            column[i::width] = rows[offset + i::_ROW_SIZE]
+        return bytes(column)
 
     def encode(self, codec, segment_size: int) -> tuple[HintWriter, int, bytes] | None:
         """``(writer, segment size, encoded file)``, or None when the columns do not end where
@@ -206,11 +220,13 @@ class HintColumns:
         plaintext segment in an encrypted store gets a hint under the active key."""
         if segment_size != self.end:
             return None
-        used = set(self.key_ids) - {0}
+        key_ids = self._column(_KEY_ID)
+        used = set(key_ids) - {0}
         writer = HintWriter(self.seg_no, codec, max(used) if used else None)
-        data = writer.encode_columns(segment_size, self.key_lens, bytes(self.key_blob),
-                                     self.locations, self.seqs, bytes(self.flags),
-                                     bytes(self.key_ids), self.exp, self.meta)
+        data = writer.encode_columns(segment_size, _from_le("H", self._column(_KEY_LEN)),
+                                     bytes(self.key_blob), _from_le("Q", self._column(_LOCATION)),
+                                     _from_le("Q", self._column(_SEQ)), self._column(_FLAGS),
+                                     key_ids, self.exp, self.meta)
         return writer, segment_size, data
 
 
