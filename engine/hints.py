@@ -101,17 +101,17 @@ class HintWriter:
     def encode(self, segment_size: int) -> bytes:
         entries = sorted(self._entries, key=lambda e: e[0])
         return self.encode_columns(
-            segment_size, array("H", (len(e[0]) for e in entries)),
-            b"".join(e[0] for e in entries), array("Q", (e[1] for e in entries)),
-            array("Q", (e[2] for e in entries)), bytes(e[3] for e in entries),
+            segment_size, len(entries), _le(array("H", (len(e[0]) for e in entries))),
+            b"".join(e[0] for e in entries), _le(array("Q", (e[1] for e in entries))),
+            _le(array("Q", (e[2] for e in entries))), bytes(e[3] for e in entries),
             bytes(e[6] for e in entries), [(i, e[4]) for i, e in enumerate(entries) if e[4]],
             [(i, e[5]) for i, e in enumerate(entries) if e[5]])
 
-    def encode_columns(self, segment_size: int, key_lens: array, key_blob: bytes,
-                       locations: array, seqs: array, flags: bytes, key_ids: bytes,
+    def encode_columns(self, segment_size: int, n: int, key_lens: bytes, key_blob: bytes,
+                       locations: bytes, seqs: bytes, flags: bytes, key_ids: bytes,
                        exp: list, meta: list) -> bytes:
-        """The file from its columns; ``exp`` and ``meta`` are ``(entry position, value)``."""
-        n = len(key_lens)
+        """The file from its ``n`` entries' columns, each already in the file's little-endian
+        layout; ``exp`` and ``meta`` are ``(entry position, value)``."""
         codec = self.codec
 
         def header_for(key_id: int) -> bytes:
@@ -119,8 +119,7 @@ class HintWriter:
                                     key_id, self.seg_no, n, segment_size)
 
         parts = [
-            _le(key_lens), key_blob,
-            _le(locations), _le(seqs), flags, key_ids,
+            key_lens, key_blob, locations, seqs, flags, key_ids,
             _COUNT.pack(len(exp)), _le(array("I", (i for i, _ in exp))),
             _le(array("Q", (m for _, m in exp))),
             _COUNT.pack(len(meta)), _le(array("I", (i for i, _ in meta))),
@@ -223,10 +222,10 @@ class HintColumns:
         key_ids = self._column(_KEY_ID)
         used = set(key_ids) - {0}
         writer = HintWriter(self.seg_no, codec, max(used) if used else None)
-        data = writer.encode_columns(segment_size, _from_le("H", self._column(_KEY_LEN)),
-                                     bytes(self.key_blob), _from_le("Q", self._column(_LOCATION)),
-                                     _from_le("Q", self._column(_SEQ)), self._column(_FLAGS),
-                                     key_ids, self.exp, self.meta)
+        data = writer.encode_columns(segment_size, len(self.rows) // _ROW_SIZE,
+                                     self._column(_KEY_LEN), bytes(self.key_blob),
+                                     self._column(_LOCATION), self._column(_SEQ),
+                                     self._column(_FLAGS), key_ids, self.exp, self.meta)
         return writer, segment_size, data
 
 

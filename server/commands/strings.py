@@ -89,19 +89,13 @@ def _entry(session, key: bytes):
 
 
 def _value(session, key: bytes) -> bytes | None:
-    """Just the value: the engine's fast path, read cache included.  ``check_key`` and
-    ``_counted`` written out, as this runs for every GET."""
+    """Just the value: the engine's fast path, read cache included.  ``check_key`` written
+    out, as this runs for every GET."""
     ns = session.namespace
     store = ns.store
     if not semantics.ordinary_key(key, store.limits):
         semantics.validate_key(key, store.limits)
-    value = store.get_value(ns.number, key)
-    stats = session.state.stats
-    if value is None:
-        stats.keyspace_misses += 1
-    else:
-        stats.keyspace_hits += 1
-    return value
+    return _counted(session, store.get_value(ns.number, key))
 
 
 def get_many(session, commands: list[list[bytes]]) -> bytes | None:
