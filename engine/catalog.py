@@ -4,6 +4,14 @@ Namespaces live in the log like everything else, as records of namespace 0 flagg
 the key is the namespace id (32 lowercase hex characters), the value JSON ``{"title", "number"}``,
 and a tombstone deletes it.  Numbers are never reused, so records of a deleted namespace can be
 recognised (and dropped) forever after, even if a namespace with the same title comes back.
+
+A flush gives a namespace a fresh number; its record also names the number it retires
+(``"retired"``) and keeps the namespace's place in creation order (``"order"``, the number it
+was created with, written only once it differs from ``number``).  ``retired`` matters because
+compaction drops a superseded catalog record: keys written under the old number after a
+compaction began sit in segments that compaction does not rewrite, and without it the next
+open would see keys under a number no record names, and adopt them as a recovered namespace.
+The flush record is older than no key of the number it retires, so it outlives them all.
 """
 
 from __future__ import annotations
@@ -24,6 +32,8 @@ class NamespaceInfo:
     id: str
     title: str
     number: int
+    #: place in creation order (SELECT's index follows it): the number it was created with
+    order: int
 
     def as_dict(self) -> dict:
         return {"id": self.id, "title": self.title, "supports_url_encoding": True}
@@ -33,9 +43,13 @@ def new_namespace_id() -> str:
     return secrets.token_hex(16)
 
 
-def encode_entry(info: NamespaceInfo) -> bytes:
-    return json.dumps({"title": info.title, "number": info.number},
-                      separators=(",", ":"), ensure_ascii=False).encode("utf-8")
+def encode_entry(info: NamespaceInfo, retired: int | None = None) -> bytes:
+    entry: dict = {"title": info.title, "number": info.number}
+    if info.order != info.number:
+        entry["order"] = info.order
+    if retired is not None:
+        entry["retired"] = retired
+    return json.dumps(entry, separators=(",", ":"), ensure_ascii=False).encode("utf-8")
 
 
 def encode_deletion(info: NamespaceInfo) -> bytes:
@@ -64,6 +78,9 @@ class Catalog:
         number = int(data.get("number", 0))
         if number >= self.next_number:
             self.next_number = number + 1
+        retired = data.get("retired")
+        if retired:
+            self.deleted_numbers.add(int(retired))
         old = self.by_id.pop(ns_id, None)
         if old is not None:
             self.by_title.pop(old.title, None)
@@ -77,7 +94,7 @@ class Catalog:
             elif old is not None:
                 self.deleted_numbers.add(old.number)
             return
-        info = NamespaceInfo(ns_id, data["title"], number)
+        info = NamespaceInfo(ns_id, data["title"], number, int(data.get("order", number)))
         self.by_id[ns_id] = info
         self.by_title[info.title] = info
         self.by_number[number] = info
@@ -98,8 +115,8 @@ class Catalog:
         return info
 
     def ordered(self) -> list[NamespaceInfo]:
-        """Namespaces in creation order (their numbers grow with time)."""
-        return sorted(self.by_id.values(), key=lambda info: info.number)
+        """Namespaces in creation order (a flush keeps a namespace's place)."""
+        return sorted(self.by_id.values(), key=lambda info: (info.order, info.number))
 
     # -- planning changes (the store writes the record, then calls apply) -----
 
@@ -116,7 +133,7 @@ class Catalog:
         ns_id = new_namespace_id()
         while ns_id in self.by_id:
             ns_id = new_namespace_id()
-        return NamespaceInfo(ns_id, title, self.next_number)
+        return NamespaceInfo(ns_id, title, self.next_number, self.next_number)
 
     def plan_rename(self, ns_id: str, title: str) -> NamespaceInfo:
         info = self.get(ns_id)
@@ -126,13 +143,13 @@ class Catalog:
         if other is not None and other.id != ns_id:
             raise NamespaceExistsError(
                 "rename namespace: 'A namespace with this account ID and title already exists'")
-        return NamespaceInfo(ns_id, title, info.number)
+        return NamespaceInfo(ns_id, title, info.number, info.order)
 
     def plan_flush(self, ns_id: str) -> NamespaceInfo:
         info = self.get(ns_id)
         if self.next_number > MAX_NUMBER:
             raise KVValidationError("namespace numbers are exhausted; compact and migrate the store")
-        return NamespaceInfo(ns_id, info.title, self.next_number)
+        return NamespaceInfo(ns_id, info.title, self.next_number, info.order)
 
     def plan_delete(self, ns_id: str) -> NamespaceInfo:
         info = self.get(ns_id)

@@ -1489,7 +1489,8 @@ class Store:
         with self._lock:
             old = self._catalog.get(ns_id)
             info = self._catalog.plan_flush(ns_id)
-            self.write([Write(CATALOG_NS, info.id.encode(), encode_entry(info), catalog=True)])
+            self.write([Write(CATALOG_NS, info.id.encode(), encode_entry(info, old.number),
+                              catalog=True)])
             return self._forget_keys(old.number)
 
     def _forget_keys(self, number: int) -> int:

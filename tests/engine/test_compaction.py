@@ -260,6 +260,39 @@ def test_auto_compaction_runs_when_a_segment_is_mostly_dead(open_store):
     store.close()
 
 
+@pytest.mark.parametrize("point", ["reserved", "copying", "switching"])
+def test_a_namespace_flushed_during_compaction_stays_empty_after_reopen(open_store, point):
+    """The flush's catalog record supersedes the one compaction drops; keys written under the
+    old number after the compaction began stay in the segments it does not rewrite, and must
+    not come back (as a 'recovered-N' namespace) when the store opens again."""
+    store = open_store(fsync="no", segment_bytes=4096)
+    info = store.create_namespace("g")
+    store.namespace().put("filler", "x")
+
+    def during(name):
+        if name == point:
+            store.namespace("g").put("secret", "flushed")
+            assert store.flush_namespace(info.id) == 1
+
+    compaction.crash_hook = during
+    try:
+        store.compact()
+    finally:
+        compaction.crash_hook = None
+    store.close()
+    store = open_store(segment_bytes=4096)
+    assert [(n.title, n.id) for n in store.list_namespaces()] == [
+        ("default", store.namespace().id), ("g", info.id)]
+    assert store.namespace("g").get("secret") is None
+    assert store.namespace("g").list()["keys"] == []
+    store.namespace("g").put("after", "reopen")
+    store.compact()
+    store.close()
+    store = open_store(segment_bytes=4096)
+    assert [n.title for n in store.list_namespaces()] == ["default", "g"]
+    assert [k["name"] for k in store.namespace("g").list()["keys"]] == ["after"]
+
+
 def test_compaction_refuses_to_copy_around_corruption(open_store, tmp_path):
     store = open_store(fsync="no", segment_bytes=4096)
     ns = store.namespace()

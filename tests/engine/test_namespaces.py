@@ -240,6 +240,24 @@ def test_flush_empties_one_namespace_only(store):
     store._check()
 
 
+def test_a_flush_keeps_the_namespace_s_place_in_creation_order(open_store):
+    """SELECT's indexes follow this order: a flushed namespace must not move to the end."""
+    store = open_store()
+    store.create_namespace("alpha")
+    store.create_namespace("beta")
+    store.flush_namespace(store.namespace("alpha").id)
+    store.flush_namespace(store.namespace("alpha").id)
+    store.rename_namespace(store.namespace("alpha").id, "gamma")
+    assert [n.title for n in store.list_namespaces()] == ["default", "gamma", "beta"]
+    store.close()
+    store = open_store()
+    assert [n.title for n in store.list_namespaces()] == ["default", "gamma", "beta"]
+    store.compact()
+    store.close()
+    store = open_store()
+    assert [n.title for n in store.list_namespaces()] == ["default", "gamma", "beta"]
+
+
 def test_namespaces_and_their_keys_survive_reopen(open_store):
     store = open_store()
     a = store.create_namespace("a")

@@ -234,6 +234,21 @@ def test_select_by_index_title_and_id(server):
         c.execute_command("SELECT", "42")
 
 
+def test_flushdb_keeps_each_select_index_on_its_namespace(server):
+    """redis-py's db=N sends SELECT N on every connection: after a FLUSHDB the same index must
+    still reach the same namespace, or writes land in another one."""
+    c = server.client()
+    c.execute_command("KV.NAMESPACE", "CREATE", "alpha")
+    c.execute_command("KV.NAMESPACE", "CREATE", "beta")
+    server.client(db=2).set("in-beta", "1")
+    assert server.client(db=1).flushdb() is True
+    server.client(db=1).set("in-alpha", "1")
+    assert c.execute_command("SELECT", "alpha") is True
+    assert c.keys("*") == [b"in-alpha"]
+    assert c.execute_command("SELECT", "beta") is True
+    assert sorted(c.keys("*")) == [b"in-beta"]
+
+
 def test_expired_keys_vanish_from_get_exists_and_scan(server_factory):
     server = server_factory("--min-ttl", "1")
     c = server.client()
