@@ -264,7 +264,8 @@ class Worker(threading.Thread):
         except redis.ResponseError as exc:
             for _, w in writes:
                 w.failed = True
-            self.unexpected.append(f"thread {self.tid}: {cmd[0]} {cmd[1]!r}: error reply {exc}")
+            self.unexpected.append(f"thread {self.tid}: {' '.join(map(str, cmd[:2]))}: "
+                                   f"error reply {exc}")
             return None
         except CLIENT_ERRORS:
             self.uncertain += 1
@@ -360,6 +361,17 @@ class Worker(threading.Thread):
                 raise
             self.acked += 1
             target.delete = "acked"
+        elif r < 0.2:
+            # FLUSHDB: to the model, a DEL of every key this thread wrote there (only the
+            # owner writes to a scratch namespace).
+            target = rng.choice(live)
+            with model.lock:
+                keys = [key for ns, key in model.keys if ns == target.id]
+            self.conn.execute_command("SELECT", target.id)
+            self._do(target.id, [(key, self._write(key, None, None, None, None,
+                                                   f"FLUSHDB of {target.title}"))
+                                 for key in keys], "FLUSHDB")
+            self.conn.execute_command("SELECT", "0")
         else:
             target = rng.choice(live)
             self.conn.execute_command("SELECT", target.id)
@@ -581,6 +593,10 @@ class Harness:
             m.uncertain_titles.clear()
             for sid in m.deleted_ids & set(listed):
                 problems.append(f"namespace {sid}: deleted earlier, present again")
+            for title in by_title:
+                if title.startswith("recovered-"):  # keys under a number no record names
+                    problems.append(f"namespace {title} appeared: keys of a flushed or deleted "
+                                    f"namespace came back")
 
             # Keys: read all of them, namespace by namespace.
             by_ns: dict[str, list[str]] = {}
