@@ -43,6 +43,12 @@ class Limits:
 
 DEFAULT_LIMITS = Limits()
 
+#: The latest expiration a record can carry, in epoch ms.  The record header's ``expire_ms``
+#: field is 64 bits; edgekv keeps to its signed half so every reader (RESP's signed 64-bit TTL
+#: integers, JSON clients) can show the value it holds.
+MAX_EXPIRATION_MS = (1 << 63) - 1
+MAX_EXPIRATION_SECONDS = MAX_EXPIRATION_MS // 1000
+
 GET_TYPES = ("text", "json", "bytes", "arrayBuffer", "stream")
 BULK_GET_TYPES = ("text", "json")
 
@@ -150,7 +156,9 @@ def resolve_expiration_ms(expiration=None, expiration_ttl=None, *, now_ms: int,
 
     Miniflare's order and texts: a TTL that is not a positive integer, then one under the
     minimum; an expiration not in the future, then one under ``min_ttl`` seconds away.  The
-    boundaries ``ttl == min_ttl`` and ``expiration == now + min_ttl`` are accepted.
+    boundaries ``ttl == min_ttl`` and ``expiration == now + min_ttl`` are accepted.  Last,
+    edgekv's own bound: neither may end past ``MAX_EXPIRATION_SECONDS`` (Miniflare has none,
+    but the record header cannot hold a later time).
     """
     now = now_ms // 1000
     if expiration_ttl is not None:
@@ -161,6 +169,9 @@ def resolve_expiration_ms(expiration=None, expiration_ttl=None, *, now_ms: int,
         if ttl < min_ttl:
             raise KVValidationError(f"Invalid expiration_ttl of {shown}. Expiration TTL must be "
                                     f"at least {min_ttl}.", code=10034)
+        if ttl > MAX_EXPIRATION_SECONDS - now:
+            raise KVValidationError(f"Invalid expiration_ttl of {shown}. Expiration TTL must be "
+                                    f"at most {MAX_EXPIRATION_SECONDS - now}.", code=10034)
         return (now + ttl) * 1000
     if expiration is not None:
         when, shown = _as_int(expiration, wire)
@@ -171,6 +182,10 @@ def resolve_expiration_ms(expiration=None, expiration_ttl=None, *, now_ms: int,
         if when < now + min_ttl:
             raise KVValidationError(f"Invalid expiration of {shown}. Expiration times must be at "
                                     f"least {min_ttl} seconds in the future.", code=10033)
+        if when > MAX_EXPIRATION_SECONDS:
+            raise KVValidationError(f"Invalid expiration of {shown}. Expiration times must be at "
+                                    f"most {MAX_EXPIRATION_SECONDS} seconds since the UNIX epoch.",
+                                    code=10033)
         return when * 1000
     return 0
 

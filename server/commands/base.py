@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from typing import Callable
 
 from ..resp import encode, encode_bulk, encode_int
@@ -14,6 +15,7 @@ NULL_RESP2 = b"$-1\r\n"
 NULL_RESP3 = b"_\r\n"
 NOT_INTEGER = "ERR value is not an integer or out of range"
 SYNTAX = "ERR syntax error"
+_INTEGER = re.compile(rb"-?[1-9][0-9]*|0")
 
 
 class CommandError(Exception):
@@ -47,13 +49,15 @@ def reply(session, value) -> bytes:
 
 
 def parse_int(arg: bytes, message: str = NOT_INTEGER) -> int:
-    """Redis's strict integer parsing: no spaces, no '+', no leading zeros tricks beyond int()."""
-    try:
-        if not arg or arg[:1] in (b" ", b"+") or arg[-1:] == b" " or b"_" in arg:
-            raise ValueError
-        value = int(arg)
-    except ValueError:
-        raise CommandError(message) from None
+    """Redis's ``string2ll``: ``0``, or an optional ``-`` then digits with no leading zero.
+
+    Python's ``int()`` also takes ``007``, ``-0``, ``+1``, ``1_0`` and surrounding whitespace;
+    Redis refuses them all, so INCR leaves a stored ``"007"`` alone and ``EXPIRE k -0`` does
+    not delete the key.
+    """
+    if len(arg) > 20 or _INTEGER.fullmatch(arg) is None:
+        raise CommandError(message)
+    value = int(arg)
     if not -(1 << 63) <= value < (1 << 63):
         raise CommandError(message)
     return value

@@ -71,10 +71,7 @@ def hello(session, args):
     protocol = session.protocol
     i = 1
     if len(args) > 1:
-        try:
-            protocol = int(args[1])
-        except ValueError:
-            raise CommandError("ERR Protocol version is not an integer or out of range") from None
+        protocol = parse_int(args[1], "ERR Protocol version is not an integer or out of range")
         if protocol not in (2, 3):
             raise CommandError("NOPROTO sorry, this protocol version is not supported.")
         i = 2
@@ -108,9 +105,9 @@ def select(session, args):
     target = args[1]
     namespaces = store.list_namespaces()
     try:
-        index = int(target)
-    except ValueError:
-        index = None
+        index = parse_int(target)
+    except CommandError:
+        index = None  # not an index: a title or an id
     if index is not None:
         if not 0 <= index < len(namespaces):
             raise CommandError("ERR DB index is out of range")

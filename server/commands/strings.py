@@ -16,7 +16,10 @@ one shared fsync (``fsync=always``).
 
 from __future__ import annotations
 
+import re
+
 from engine import semantics
+from engine.errors import KVValidationError
 from engine.store import Write
 
 from ..glob import literal_prefix, matches
@@ -45,25 +48,43 @@ def _min_ttl(session) -> int:
     return session.namespace.limits.min_ttl_seconds
 
 
-def expire_ms_from(session, unit: str, amount: int, command_name: str) -> int:
-    """Turn EX/PX/EXAT/PXAT into an absolute expiration, enforcing the minimum TTL."""
-    if amount <= 0:
-        raise CommandError(f"ERR invalid expire time in '{command_name}' command")
-    now = _now_ms(session)
+_INT64_MAX = (1 << 63) - 1
+_RELATIVE = ("ex", "px")
+
+
+def expire_at_ms(unit: str, arg: bytes, now: int, command_name: str, *,
+                 positive: bool = True) -> int:
+    """``EX|PX|EXAT|PXAT arg`` as epoch ms, refused exactly where Redis refuses it.
+
+    Redis's ``getExpireMillisecondsOrReply`` (SET, SETEX, PSETEX, GETEX: ``positive``) and
+    ``expireGenericCommand`` (the EXPIRE family, where a time <= now deletes the key): seconds
+    times 1000, and now plus a relative TTL, must stay within int64.  That bound also keeps
+    the record's 64-bit ``expire_ms`` and every TTL reply (a signed RESP integer) valid.  The
+    result may be in the past; ``check_min_ttl`` applies edgekv's floor to what is kept.
+    """
+    amount = parse_int(arg)
+    invalid = CommandError(f"ERR invalid expire time in '{command_name}' command")
+    if positive and amount <= 0:
+        raise invalid
+    if unit in ("ex", "exat"):
+        if abs(amount) > _INT64_MAX // 1000:
+            raise invalid
+        amount *= 1000
+    base = now if unit in _RELATIVE else 0
+    if amount > _INT64_MAX - base:
+        raise invalid
+    return base + amount
+
+
+def check_min_ttl(session, unit: str, arg: bytes, when: int, now: int) -> None:
+    """Workers KV's floor on an expiration that will be stored: a relative TTL gets
+    ``expiration_ttl``'s message, an absolute time ``expiration``'s, both naming ``arg``."""
     min_ttl = _min_ttl(session)
-    if unit in ("ex", "px"):
-        ttl_ms = amount * 1000 if unit == "ex" else amount
-        if ttl_ms > (1 << 62):
-            raise CommandError(f"ERR invalid expire time in '{command_name}' command")
-        semantics.check_ttl_ms(ttl_ms, min_ttl)
-        return now + ttl_ms
-    when_ms = amount * 1000 if unit == "exat" else amount
-    if when_ms < now + min_ttl * 1000:
-        shown = amount
-        from engine.errors import KVValidationError
-        raise KVValidationError(f"Invalid expiration of {shown}. Expiration times must be at "
-                                f"least {min_ttl} seconds in the future.", code=10033)
-    return when_ms
+    if unit in _RELATIVE:
+        semantics.check_ttl_ms(when - now, min_ttl)
+    elif when < now + min_ttl * 1000:
+        raise KVValidationError(f"Invalid expiration of {arg.decode()}. Expiration times must "
+                                f"be at least {min_ttl} seconds in the future.", code=10033)
 
 
 def _put(session, key: bytes, value: bytes, expire_ms: int = 0, metadata: bytes = b"") -> None:
@@ -178,10 +199,9 @@ def set_(session, args):
                           deferred=store.commit.policy != "always")
             return OK
     nx = xx = want_old = keepttl = False
-    unit = None
-    amount = 0
+    unit = raw = None
     i = 3
-    while i < len(args):
+    while i < len(args):  # Redis's parseExtendedStringArgumentsOrReply
         opt = args[i].lower()
         if opt == b"nx" and not xx:
             nx = True
@@ -191,16 +211,20 @@ def set_(session, args):
             want_old = True
         elif opt == b"keepttl" and unit is None:
             keepttl = True
-        elif opt in _SET_UNITS and unit is None and not keepttl and i + 1 < len(args):
-            unit = opt.decode()
-            amount = parse_int(args[i + 1])
+        elif opt in _SET_UNITS and unit in (None, opt) and not keepttl and i + 1 < len(args):
+            unit, raw = opt, args[i + 1]  # repeating the same unit is allowed: the last wins
             i += 1
         else:
             raise CommandError(SYNTAX)
         i += 1
+    expire_ms = 0
+    if unit is not None:
+        unit = unit.decode()
+        now = _now_ms(session)
+        expire_ms = expire_at_ms(unit, raw, now, "set")
+        check_min_ttl(session, unit, raw, expire_ms, now)
     check_key(session, key)
     check_value(session, value)
-    expire_ms = expire_ms_from(session, unit, amount, "set") if unit else 0
     old = None
     if nx or xx or want_old or keepttl:
         old = session.namespace.get_entry(key)
@@ -226,11 +250,13 @@ def setnx(session, args):
 
 
 def _setex(session, args, unit: str, name: str):
-    key, value = args[1], args[3]
-    amount = parse_int(args[2])
+    key, value, raw = args[1], args[3], args[2]
+    now = _now_ms(session)
+    expire_ms = expire_at_ms(unit, raw, now, name)
+    check_min_ttl(session, unit, raw, expire_ms, now)
     check_key(session, key)
     check_value(session, value)
-    _put(session, key, value, expire_ms_from(session, unit, amount, name))
+    _put(session, key, value, expire_ms)
     return OK
 
 
@@ -265,30 +291,36 @@ def getdel(session, args):
 
 @command("getex", op="PUT")
 def getex(session, args):
+    """Redis's order: options, then a missing key is nil whatever the amount, then the amount.
+    An EXAT/PXAT already past returns the value and deletes the key, as EXPIREAT does."""
     key = args[1]
-    unit = None
-    amount = 0
+    unit = raw = None
     persist = False
     i = 2
     while i < len(args):
         opt = args[i].lower()
-        if opt in _SET_UNITS and unit is None and not persist and i + 1 < len(args):
-            unit = opt.decode()
-            amount = parse_int(args[i + 1])
+        if opt in _SET_UNITS and unit in (None, opt) and not persist and i + 1 < len(args):
+            unit, raw = opt, args[i + 1]  # the last of a repeated unit wins, as in SET
             i += 1
-        elif opt == b"persist" and unit is None and not persist:
+        elif opt == b"persist" and unit is None:
             persist = True
         else:
             raise CommandError(SYNTAX)
         i += 1
-    expire_ms = expire_ms_from(session, unit, amount, "getex") if unit else None
     entry = _entry(session, key)
     if entry is None:
         return null(session)
-    if persist and entry.expire_ms:
+    if unit is not None:
+        unit = unit.decode()
+        now = _now_ms(session)
+        expire_ms = expire_at_ms(unit, raw, now, "getex")
+        if unit not in _RELATIVE and expire_ms <= now:
+            session.namespace.delete_raw(key, durable=False)
+        else:
+            check_min_ttl(session, unit, raw, expire_ms, now)
+            _put(session, key, entry.value, expire_ms, entry.metadata)
+    elif persist and entry.expire_ms:
         _put(session, key, entry.value, 0, entry.metadata)
-    elif expire_ms is not None:
-        _put(session, key, entry.value, expire_ms, entry.metadata)
     return encode_bulk(entry.value)
 
 
@@ -479,24 +511,20 @@ def pexpiretime(session, args):
 
 
 def _expire(session, args, unit: str, name: str):
+    """Redis's ``expireGenericCommand``: flags first, then the amount, then the key."""
     key = args[1]
-    amount = parse_int(args[2])
-    flags = {a.lower() for a in args[3:]}
-    if flags - {b"nx", b"xx", b"gt", b"lt"}:
-        raise CommandError(f"ERR Unsupported option {args[3 + 0].decode(errors='replace')}")
+    flags = set()
+    for arg in args[3:]:
+        flag = arg.lower()
+        if flag not in (b"nx", b"xx", b"gt", b"lt"):
+            raise CommandError(f"ERR Unsupported option {arg.decode(errors='replace')}")
+        flags.add(flag)
     if b"nx" in flags and flags & {b"xx", b"gt", b"lt"}:
         raise CommandError("ERR NX and XX, GT or LT options at the same time are not compatible")
     if b"gt" in flags and b"lt" in flags:
         raise CommandError("ERR GT and LT options at the same time are not compatible")
     now = _now_ms(session)
-    if unit == "ex":
-        when = now + amount * 1000
-    elif unit == "px":
-        when = now + amount
-    elif unit == "exat":
-        when = amount * 1000
-    else:
-        when = amount
+    when = expire_at_ms(unit, args[2], now, name, positive=False)
     entry = _entry(session, key)
     if entry is None:
         return encode_int(0)
@@ -508,10 +536,7 @@ def _expire(session, args, unit: str, name: str):
     if when <= now:
         session.namespace.delete_raw(key, durable=False)
         return encode_int(1)
-    if unit in ("ex", "px"):
-        semantics.check_ttl_ms(when - now, _min_ttl(session))
-    else:
-        expire_ms_from(session, unit, amount, name)
+    check_min_ttl(session, unit, args[2], when, now)
     _put(session, key, entry.value, when, entry.metadata)
     return encode_int(1)
 
@@ -571,14 +596,21 @@ def keys(session, args):
     return reply(session, list(_walk(session, args[1])))
 
 
+_CURSOR = re.compile(rb"(?:[+-]?[0-9]+)?")
+
+
+def _cursor(arg: bytes) -> int:
+    """Redis's ``strtoul`` cursor rules (no whitespace, nothing after the digits, ``""`` is 0),
+    except that negative cursors are refused rather than wrapped (docs/commands.md)."""
+    cursor = int(arg or b"0") if _CURSOR.fullmatch(arg) else -1
+    if not 0 <= cursor < (1 << 64):
+        raise CommandError("ERR invalid cursor")
+    return cursor
+
+
 @command("scan", op="GET")
 def scan(session, args):
-    try:
-        cursor = int(args[1])
-        if cursor < 0 or cursor >= (1 << 64):
-            raise ValueError
-    except ValueError:
-        raise CommandError("ERR invalid cursor") from None
+    cursor = _cursor(args[1])
     pattern = b"*"
     count = 10
     type_filter = None
