@@ -384,7 +384,8 @@ class Namespace:
             try:
                 value = base64.b64decode(value, validate=False)
             except (binascii.Error, ValueError, TypeError):
-                raise KVValidationError(f"Value of {item['key']!r} is not valid base64.")
+                shown = json.dumps(item["key"], ensure_ascii=False)
+                raise KVValidationError(f"Value of {shown} is not valid base64.")
         elif isinstance(value, str):
             value = value.encode("utf-8")
         elif not isinstance(value, (bytes, bytearray)):

@@ -7,9 +7,14 @@ wrangler (``CLOUDFLARE_API_BASE_URL=http://host:port/client/v4``) and the offici
 
 Design notes
 ------------
-* Routing is done here on the *raw* request path, not by aiohttp's router: a key may contain
-  ``/`` (sent raw, or as ``%2F``), ``?``, ``%`` or anything else, and only the raw path keeps
-  those apart.  The key segment is percent-decoded to bytes with ``unquote_to_bytes``.
+* Routing is done here on the *raw* request path, not by aiohttp's router (a middleware takes
+  every request, so even paths the router cannot match get the envelope): a key may contain
+  ``/`` (sent raw, or as ``%2F``), ``?``, ``%``, a newline or anything else, and only the raw
+  path keeps those apart.  The key segment is percent-decoded strictly, like
+  ``decodeURIComponent``: a stray ``%`` or bytes that are not UTF-8 are a 400.
+* Keys that are not UTF-8 (the RESP server allows any bytes) are shown in JSON the way Python's
+  ``surrogateescape`` holds them: each stray byte 0xXY as the escape ``\\udcXY``.  Bulk get and
+  bulk delete accept those escapes back; nothing else writes such keys over REST.
 * Every JSON answer uses the v4 envelope ``{success, errors, messages, result}``; engine errors
   keep their own ``status``, ``code`` and ``message``.  Only a successful value read is raw.
 * Writes never fsync on the event loop: they are made with ``durable=False`` and, under
@@ -28,9 +33,11 @@ import asyncio
 import hmac
 import json
 import logging
+import re
 from urllib.parse import unquote, unquote_to_bytes
 
 from aiohttp import web
+from aiohttp.http_exceptions import HttpProcessingError
 
 from engine import semantics
 from engine.errors import (KeyNameError, KVError, KVValidationError, NamespaceNotFoundError,
@@ -44,6 +51,13 @@ MAX_BULK_BODY_BYTES = 100 * 1024 * 1024
 #: Room for a multipart body's boundaries, headers and metadata field around a full value.
 MULTIPART_SLACK = 64 * 1024
 _CHUNK = 256 * 1024
+#: Request lines up to this size reach the API (aiohttp's default is 8190), so an over-long key
+#: gets the envelope's 414 rather than aiohttp's plain-text 400.
+MAX_REQUEST_LINE = 64 * 1024
+
+_BAD_PERCENT = re.compile(r"%(?![0-9A-Fa-f]{2})")
+#: A ``\uD800``..``\uDFFF`` escape: only then can json.loads give a string with a lone surrogate.
+_SURROGATE_ESCAPE = re.compile(rb"\\u[dD][89a-fA-F]")
 
 AUTH_ERROR = (403, 10000, "Authentication error")
 NOT_FOUND_ROUTE = (404, 7003, "No route for the URI")
@@ -64,8 +78,13 @@ class ApiError(Exception):
 
 
 def _json_response(payload: dict, status: int = 200) -> web.Response:
-    return web.Response(body=json.dumps(payload, ensure_ascii=False).encode("utf-8"),
-                        status=status, content_type="application/json")
+    try:
+        body = json.dumps(payload, ensure_ascii=False).encode("utf-8")
+    except UnicodeEncodeError:
+        # A key that is not UTF-8 holds surrogates (\udcXY per stray byte); escaped JSON keeps
+        # them, losslessly, where UTF-8 text cannot.
+        body = json.dumps(payload).encode("ascii")
+    return web.Response(body=body, status=status, content_type="application/json")
 
 
 def ok(result=None, result_info: dict | None = None, messages: list | None = None):
@@ -209,10 +228,10 @@ class RestApi:
             return self._pick({"POST": (self.bulk_delete, True)}, method, (ns_id,))
         if tail == "bulk/get":
             return self._pick({"POST": (self.bulk_get, False)}, method, (ns_id,))
-        kind, sep, key_raw = tail.partition("/")
+        kind, sep, key = tail.partition("/")
         if sep and kind in ("values", "metadata"):
-            # Everything after the marker is the key, raw slashes included.
-            key = unquote_to_bytes(key_raw)
+            # Everything after the marker is the key, raw slashes included; the handler
+            # decodes it (_path_key), after the credentials and the namespace are checked.
             if kind == "metadata":
                 return self._pick({"GET": (self.get_metadata, False)}, method, (ns_id, key))
             table = {"GET": (self.get_value, False), "PUT": (self.put_value, True),
@@ -236,9 +255,10 @@ class RestApi:
         order = query.get("order", "id")
         direction = query.get("direction", "asc")
         if order not in ("id", "title"):
-            raise ApiError(400, 10001, f"Invalid order {order!r}: use id or title.")
+            raise ApiError(400, 10001, f"Invalid order {_quoted(order)}: use id or title.")
         if direction not in ("asc", "desc"):
-            raise ApiError(400, 10001, f"Invalid direction {direction!r}: use asc or desc.")
+            raise ApiError(400, 10001,
+                           f"Invalid direction {_quoted(direction)}: use asc or desc.")
         infos = sorted(self.store.list_namespaces(),
                        key=(lambda i: i.id) if order == "id" else (lambda i: (i.title, i.id)),
                        reverse=direction == "desc")
@@ -294,9 +314,9 @@ class RestApi:
         keys = listing["keys"]
         return ok(keys, {"count": len(keys), "cursor": listing.get("cursor", "")})
 
-    async def get_value(self, request: web.Request, ns_id: str, key: bytes):
+    async def get_value(self, request: web.Request, ns_id: str, key_raw: str):
         ns = self._namespace(ns_id, "get")
-        semantics.validate_key_server_side(key, ns.limits)
+        key = _path_key(key_raw, ns.limits)
         entry = ns.get_entry(key)
         if entry is None:
             raise ApiError(404, 10009, "get: 'key not found'")
@@ -307,21 +327,21 @@ class RestApi:
         return web.Response(body=entry.value, headers=headers,
                             content_type="application/octet-stream")
 
-    async def get_metadata(self, request: web.Request, ns_id: str, key: bytes):
+    async def get_metadata(self, request: web.Request, ns_id: str, key_raw: str):
         ns = self._namespace(ns_id, "get")
-        semantics.validate_key_server_side(key, ns.limits)
+        key = _path_key(key_raw, ns.limits)
         number = ns.number
         if self.store.lookup(number, key) is None:
             raise ApiError(404, 10009, "get: 'key not found'")
         raw = self.store.metadata_json(number, key)
         return ok(json.loads(raw) if raw else None)
 
-    async def put_value(self, request: web.Request, ns_id: str, key: bytes):
+    async def put_value(self, request: web.Request, ns_id: str, key_raw: str):
         ns = self._namespace(ns_id, "put")
         limits = ns.limits
         # Miniflare's order: key, expiration, metadata, value size; the cheap checks come
         # before a byte of the body is read.
-        semantics.validate_key_server_side(key, limits)
+        key = _path_key(key_raw, limits)
         query = request.rel_url.query
         expiration, ttl = query.get("expiration"), query.get("expiration_ttl")
         semantics.resolve_expiration_ms(expiration, ttl, now_ms=self.store.clock_ms(),
@@ -341,9 +361,9 @@ class RestApi:
         await self._durable()
         return ok({})
 
-    async def delete_value(self, request: web.Request, ns_id: str, key: bytes):
+    async def delete_value(self, request: web.Request, ns_id: str, key_raw: str):
         ns = self._namespace(ns_id, "remove key")
-        semantics.validate_key_server_side(key, ns.limits)
+        key = _path_key(key_raw, ns.limits)
         try:
             _, seq = ns.delete_raw(key, durable=False)
         except NamespaceNotFoundError:
@@ -357,6 +377,7 @@ class RestApi:
     async def bulk_write(self, request: web.Request, ns_id: str):
         ns = self._namespace(ns_id, "bulk write")
         items = await _json_body(request, list)
+        _check_bulk_items(items)
         errors: list = []
         result = ns.bulk_put(items, errors=errors, durable=False)
         if result["successful_key_count"]:
@@ -365,16 +386,13 @@ class RestApi:
 
     async def bulk_delete(self, request: web.Request, ns_id: str):
         ns = self._namespace(ns_id, "bulk remove keys")
-        body = await _json_body(request, list)
+        body = await _json_body(request, list, escaped_bytes=True)
         keys = [item.get("name", item.get("key")) if isinstance(item, dict) else item
                 for item in body]
-        errors = []
-        for key in keys:
+        for index, key in enumerate(keys):
             if not isinstance(key, str):
-                errors.append((key, KVValidationError("Each key to delete must be a string.")))
-        if errors:
-            return _bulk_answer({"successful_key_count": 0,
-                                 "unsuccessful_keys": [str(k) for k, _ in errors]}, errors)
+                raise _schema_error(f"body[{index}]", "a key name (a string) is required")
+        errors = []
         result = ns.bulk_delete(keys, durable=False)
         await self._durable()
         if result["unsuccessful_keys"]:
@@ -388,11 +406,11 @@ class RestApi:
 
     async def bulk_get(self, request: web.Request, ns_id: str):
         ns = self._namespace(ns_id, "bulk get keys")
-        body = await _json_body(request, dict)
+        body = await _json_body(request, dict, escaped_bytes=True)
         keys = body.get("keys")
         if not isinstance(keys, list) or not all(isinstance(k, str) for k in keys):
             raise ApiError(400, 10001, "keys: an array of key names is required")
-        with_metadata = bool(body.get("withMetadata", False))
+        with_metadata = _bool_field(body, "withMetadata", "withMetadata")
         found = ns.get_bulk_wire(keys, body.get("type"), body.get("cacheTtl"), with_metadata)
         values = {}
         for name, item in found.items():
@@ -416,7 +434,58 @@ def _int_param(raw: str, low: int, high: int | None, code: int, name: str) -> in
     return value
 
 
-async def _json_body(request: web.Request, kind: type):
+def _path_key(raw: str, limits) -> bytes:
+    """The key segment of a path, decoded like ``decodeURIComponent`` (kv-semantics §1.3): a
+    ``%`` not followed by two hex digits, or bytes that are not UTF-8, cannot be a key."""
+    try:
+        if _BAD_PERCENT.search(raw):
+            raise ValueError(raw)
+        key = unquote_to_bytes(raw)
+        key.decode("utf-8")  # UnicodeDecodeError is a ValueError
+    except ValueError:
+        raise ApiError(400, 10023, "Could not URL-decode key name") from None
+    semantics.validate_key_server_side(key, limits)
+    return key
+
+
+def _quoted(value) -> str:
+    """A value as JSON text, for messages (``"x"``, ``true``), cut short if long."""
+    text = json.dumps(value, ensure_ascii=False)
+    return text if len(text) <= 64 else text[:60] + "..."
+
+
+def _schema_error(where: str, problem: str) -> ApiError:
+    return ApiError(400, 10001, f"{where}: {problem}")
+
+
+def _bool_field(body: dict, name: str, where: str) -> bool:
+    value = body.get(name, False)
+    if value is not True and value is not False:
+        raise _schema_error(where, f"expected true or false, got {_quoted(value)}")
+    return value
+
+
+def _check_bulk_items(items: list) -> None:
+    """The bulk-write schema (kv-semantics §3).  An item that does not fit it refuses the whole
+    request before anything is written: without a key there is no name to report it under."""
+    for index, item in enumerate(items):
+        where = f"body[{index}]"
+        if not isinstance(item, dict):
+            raise _schema_error(where, 'expected an object with "key" and "value"')
+        if not isinstance(item.get("key"), str):
+            raise _schema_error(f"{where}.key", "a string is required")
+        if "value" not in item:
+            raise _schema_error(f"{where}.value", "is required")
+        _bool_field(item, "base64", f"{where}.base64")
+        for name in ("expiration", "expiration_ttl"):
+            value = item.get(name)
+            if isinstance(value, bool) or not isinstance(value, (int, float, str, type(None))):
+                raise _schema_error(f"{where}.{name}", f"expected a number, got {_quoted(value)}")
+
+
+async def _json_body(request: web.Request, kind: type, *, escaped_bytes: bool = False):
+    """The parsed body, which must be a ``kind``; ``escaped_bytes`` lets key names hold the
+    ``\\udcXY`` escapes of a key that is not UTF-8 (see the module notes)."""
     declared = request.content_length
     if declared is not None and declared > MAX_BULK_BODY_BYTES:
         raise ApiError(413, 10024, f"Request body of {declared} bytes exceeds the limit of "
@@ -424,12 +493,36 @@ async def _json_body(request: web.Request, kind: type):
     raw = await request.read()
     try:
         body = json.loads(raw) if raw else None
-    except (ValueError, UnicodeDecodeError):
+    except ValueError:
         raise ApiError(400, 10001, "The request body is not valid JSON.") from None
+    except RecursionError:
+        raise ApiError(400, 10001, "The request body is nested too deeply.") from None
     if not isinstance(body, kind):
-        shape = "an array" if kind is list else "an object"
+        shape = "array" if kind is list else "object"
         raise ApiError(400, 10001, f"The request body must be a JSON {shape}.")
+    if _SURROGATE_ESCAPE.search(raw):
+        _check_text(body, "surrogateescape" if escaped_bytes else "strict")
     return body
+
+
+def _check_text(body, errors: str) -> None:
+    """Refuse a string holding a lone surrogate (``"\\ud800"``): it is not Unicode text and
+    could not be stored or answered."""
+    stack = [body]
+    while stack:
+        item = stack.pop()
+        if isinstance(item, str):
+            try:
+                item.encode("utf-8", errors)
+            except UnicodeEncodeError as exc:
+                raise ApiError(400, 10001, f"The request body holds a lone surrogate "
+                                           f"\\u{ord(item[exc.start]):04x}: JSON strings must "
+                                           f"be Unicode text.") from None
+        elif isinstance(item, dict):
+            stack.extend(item)
+            stack.extend(item.values())
+        elif isinstance(item, list):
+            stack.extend(item)
 
 
 async def _read_value(read_chunk, limits) -> bytearray:
@@ -452,9 +545,16 @@ async def _read_value(read_chunk, limits) -> bytearray:
     return buf
 
 
-async def _read_multipart(request: web.Request, limits) -> tuple[bytearray, str | None]:
+async def _read_multipart(request: web.Request, limits) -> tuple[bytearray, bytes | None]:
     """The ``value`` and ``metadata`` fields of a form, the way wrangler and the SDK send it."""
-    reader = await request.multipart()
+    try:
+        return await _read_form(await request.multipart(), limits)
+    except (ValueError, HttpProcessingError):
+        # No boundary, part headers aiohttp cannot parse, a body that breaks off...
+        raise ApiError(400, 10001, "Malformed multipart/form-data body.") from None
+
+
+async def _read_form(reader, limits) -> tuple[bytearray, bytes | None]:
     value = None
     metadata = None
     while True:
@@ -464,17 +564,13 @@ async def _read_multipart(request: web.Request, limits) -> tuple[bytearray, str 
         if part.name == "value":
             value = await _read_value(part.read_chunk, limits)
         elif part.name == "metadata":
-            raw = await part.read(decode=False)
-            if len(raw) > limits.max_metadata_bytes * 8:
-                raise PayloadTooLargeError(f"Metadata length of {len(raw)} exceeds limit of "
-                                           f"{limits.max_metadata_bytes}.")
-            text = bytes(raw).decode("utf-8", "replace").strip()
-            metadata = text or None
+            metadata = _compact_metadata(await part.read(decode=False), limits)
         elif part.name and part.name.startswith("metadata["):
             # What an SDK makes of a dict: one field per member, every value turned to text.
             # Rebuilding it would silently change types, so say how to send it instead.
             raise ApiError(400, 10001, "metadata must be one form field holding JSON text "
-                                       f"(got the field {part.name!r}); send json.dumps(...)")
+                                       f"(got the field {_quoted(part.name)}); send "
+                                       f"json.dumps(...)")
         else:
             await part.release()
     if value is None:
@@ -482,11 +578,29 @@ async def _read_multipart(request: web.Request, limits) -> tuple[bytearray, str 
     return value, metadata
 
 
+def _compact_metadata(raw: bytes, limits) -> bytes | None:
+    """The metadata field as compact JSON (``JSON.stringify``'s spelling, kv-semantics §1.4):
+    the 1024-byte limit is then measured on what is stored, whatever spacing or ``\\u``
+    escapes the client sent, exactly as for a bulk write."""
+    if len(raw) > MULTIPART_SLACK:  # far past any spelling of 1024 compact bytes
+        raise PayloadTooLargeError(f"Metadata length of {len(raw)} exceeds limit of "
+                                   f"{limits.max_metadata_bytes}.")
+    text = bytes(raw).strip()
+    if not text:
+        return None
+    try:
+        return json.dumps(json.loads(text), separators=(",", ":"),
+                          ensure_ascii=False).encode("utf-8")
+    except (ValueError, RecursionError):  # not JSON, not UTF-8, or a lone surrogate
+        raise ApiError(400, 10012, "Metadata must be valid JSON text.") from None
+
+
 def _bulk_answer(result: dict, errors: list) -> web.Response:
     """All good: success.  Otherwise 400 naming each bad item; the valid ones were written."""
     if not result["unsuccessful_keys"]:
         return ok(result)
-    shown = [{"code": exc.code, "message": f"{key!r}: {_kv_error_message(exc)}"}
+    shown = [{"code": exc.code,
+              "message": f"{json.dumps(key, ensure_ascii=False)}: {_kv_error_message(exc)}"}
              for key, exc in errors[:100]]
     if not shown:
         shown = [{"code": 10001, "message": "some items could not be written"}]
@@ -500,9 +614,16 @@ async def start(server) -> web.AppRunner:
     """Listen on ``http_bind`` (default: the RESP ``bind``) and ``http_port``."""
     config = server.config
     api = RestApi(server)
-    app = web.Application(client_max_size=MAX_BULK_BODY_BYTES + 1)
-    app.router.add_route("*", "/{tail:.*}", api.handle)
-    runner = web.AppRunner(app, access_log=None, handle_signals=False)
+
+    @web.middleware
+    async def every_request(request: web.Request, handler) -> web.StreamResponse:
+        # RestApi routes on the raw path (see the module notes); aiohttp's router, whose
+        # plain-text 404 also met keys with a newline, is never consulted.
+        return await api.handle(request)
+
+    app = web.Application(client_max_size=MAX_BULK_BODY_BYTES + 1, middlewares=[every_request])
+    runner = web.AppRunner(app, access_log=None, handle_signals=False,
+                           max_line_size=MAX_REQUEST_LINE)
     await runner.setup()
     hosts = (config.http_bind or config.bind).split()
     for host in hosts:

@@ -279,7 +279,7 @@ class RestTarget(Target):
                 raise
             messages = {}
             for key in exc.result.get("unsuccessful_keys") or []:
-                lead = f"{key!r}: "
+                lead = f"{json.dumps(key, ensure_ascii=False)}: "  # the server's spelling
                 for part in exc.messages:
                     if part.startswith(lead):
                         messages[key] = part[len(lead):]
