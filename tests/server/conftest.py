@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import os
+import shutil
 import signal
 import socket
 import subprocess
 import sys
 import time
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -21,6 +23,43 @@ def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
+
+
+
+@contextmanager
+def redis_server():
+    """A real ``redis-server`` on a free loopback port, no persistence: ``(client, version)``,
+    or ``(None, None)`` when none is installed.  For tests that hold edgekv's replies
+    against Redis's own."""
+    binary = shutil.which("redis-server")
+    if binary is None:
+        yield None, None
+        return
+    port = free_port()
+    proc = subprocess.Popen([binary, "--port", str(port), "--bind", "127.0.0.1", "--save", "",
+                             "--appendonly", "no", "--daemonize", "no", "--loglevel", "warning"],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    client = redis.Redis(host="127.0.0.1", port=port, socket_timeout=10)
+    try:
+        deadline = time.monotonic() + 20
+        while True:
+            try:
+                client.ping()
+                break
+            except redis.ConnectionError:
+                if proc.poll() is not None or time.monotonic() > deadline:
+                    pytest.fail(f"redis-server did not start (exit {proc.poll()})")
+                time.sleep(0.05)
+        version = tuple(int(p) for p in client.info("server")["redis_version"].split(".")[:3])
+        yield client, version
+    finally:
+        client.close()
+        proc.terminate()
+        try:
+            proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
 
 
 @dataclass
@@ -102,3 +141,16 @@ def r(server) -> redis.Redis:
     client = server.client()
     yield client
     client.close()
+
+
+# The REST API's modules each start a server as ``rest`` (``(Api, ServerProcess)``, with the
+# tokens they test); these two work on any of them.
+@pytest.fixture
+def api(rest):
+    return rest[0]
+
+
+@pytest.fixture
+def ns(api) -> str:
+    """A fresh namespace's id."""
+    return api.namespace()

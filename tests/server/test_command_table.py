@@ -10,12 +10,9 @@ when no ``redis-server`` binary is installed.
 from __future__ import annotations
 
 import re
-import shutil
 import socket
 import socketserver
-import subprocess
 import threading
-import time
 
 import pytest
 import redis
@@ -26,6 +23,8 @@ from server.command_table import (
     command_getkeys, command_list, help_lines, lookup, lookup_fullname, lookup_subcommand,
     unknown_command_error, unknown_subcommand_error, wrong_arity_error,
 )
+from tests.server.conftest import redis_server
+
 
 # ---------------------------------------------------------------------------- expectations
 
@@ -457,12 +456,6 @@ class RawClient:
         raise AssertionError(f"unexpected reply {line!r}")
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 class _Handler(socketserver.StreamRequestHandler):
     """A front end that answers from the command table alone (and +OK to anything else)."""
 
@@ -546,37 +539,12 @@ def table_server(request):
 
 @pytest.fixture(scope="module")
 def real_redis():
-    binary = shutil.which("redis-server")
-    if binary is None:
-        pytest.skip("redis-server is not installed")
-    port = free_port()
-    proc = subprocess.Popen(
-        [binary, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
-         "--daemonize", "no", "--protected-mode", "yes", "--loglevel", "warning"],
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    try:
-        deadline = time.monotonic() + 20
-        while True:
-            try:
-                client = redis.Redis(host="127.0.0.1", port=port, socket_timeout=10)
-                client.ping()
-                break
-            except redis.ConnectionError:
-                if proc.poll() is not None or time.monotonic() > deadline:
-                    pytest.fail(f"redis-server did not start (exit {proc.poll()})")
-                time.sleep(0.05)
-        version = tuple(int(p) for p in client.info("server")["redis_version"].split(".")[:3])
-        client.close()
+    with redis_server() as (client, version):
+        if client is None:
+            pytest.skip("redis-server is not installed")
         if version < (7, 0) or version >= (8, 0):
             pytest.skip(f"the table models Redis 7.x replies; redis-server is {version}")
-        yield RealRedis(port, version)
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+        yield RealRedis(client.connection_pool.connection_kwargs["port"], version)
 
 
 class RealRedis:

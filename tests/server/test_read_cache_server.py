@@ -3,8 +3,6 @@ value overwritten or deleted by any client is never served stale."""
 
 from __future__ import annotations
 
-import redis
-
 
 def test_repeated_gets_hit_the_cache_and_info_reports_it(server_factory):
     srv = server_factory("--read-cache", "1mb")

@@ -8,9 +8,7 @@ commands also run against it, so the expected replies are checked against the re
 
 from __future__ import annotations
 
-import shutil
 import socket
-import subprocess
 import time
 
 import pytest
@@ -18,7 +16,7 @@ import redis
 
 from engine import semantics
 from engine.errors import KVValidationError
-from tests.server.conftest import free_port, start_server
+from tests.server.conftest import redis_server, start_server
 
 INVALID = "invalid expire time in '{}' command"
 NOT_INTEGER = "value is not an integer or out of range"
@@ -43,31 +41,8 @@ def edgekv(tmp_path_factory):
 @pytest.fixture(scope="module")
 def reference():
     """A real redis-server 7, or None when none is installed."""
-    binary = shutil.which("redis-server")
-    if binary is None:
-        yield None
-        return
-    port = free_port()
-    proc = subprocess.Popen([binary, "--port", str(port), "--bind", "127.0.0.1", "--save", "",
-                             "--appendonly", "no", "--daemonize", "no"],
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    client = redis.Redis(host="127.0.0.1", port=port, socket_timeout=10)
-    try:
-        deadline = time.monotonic() + 20
-        while True:
-            try:
-                client.ping()
-                break
-            except redis.ConnectionError:
-                if proc.poll() is not None or time.monotonic() > deadline:
-                    pytest.fail(f"redis-server did not start (exit {proc.poll()})")
-                time.sleep(0.05)
-        major = int(client.info("server")["redis_version"].split(".")[0])
-        yield client if major == 7 else None
-    finally:
-        client.close()
-        proc.terminate()
-        proc.wait(timeout=10)
+    with redis_server() as (client, version):
+        yield client if version and version[0] == 7 else None
 
 
 @pytest.fixture

@@ -104,16 +104,6 @@ def rest(tmp_path_factory):
     server.stop()
 
 
-@pytest.fixture
-def api(rest) -> Api:
-    return rest[0]
-
-
-@pytest.fixture
-def ns(api) -> str:
-    return api.namespace()
-
-
 # ---------------------------------------------------------------------------- namespaces
 
 

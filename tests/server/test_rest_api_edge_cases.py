@@ -26,16 +26,6 @@ def rest(tmp_path_factory):
     server.stop()
 
 
-@pytest.fixture
-def api(rest) -> Api:
-    return rest[0]
-
-
-@pytest.fixture
-def ns(api) -> str:
-    return api.namespace()
-
-
 @pytest.fixture(autouse=True)
 def no_traceback_logged(rest):
     """A malformed request is the client's fault: the server answers it without a traceback."""
