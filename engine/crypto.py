@@ -215,6 +215,19 @@ def _opens(key: bytes | None, record: bytes) -> bool:
     return True
 
 
+def is_plaintext_store(data_dir: str) -> bool:
+    """True for an existing store written without encryption: it holds records, none of them
+    sealed, and no ``KEYCHECK`` says it is encrypted.  Opening such a store with encryption on
+    converts it (a new key file, new writes sealed); tools that only read or edit a store check
+    this first, so that looking at a plaintext store never converts it by itself."""
+    if not os.path.isdir(data_dir) or not _has_records(data_dir):
+        return False
+    check = read_keycheck(data_dir)
+    if check is not None:
+        return not check.get("encrypted")
+    return _first_sealed_record(data_dir) is None
+
+
 def _has_records(data_dir: str) -> bool:
     """True when some segment holds more than its header: the store is not new."""
     return any(parse_segment_name(name) is not None

@@ -438,11 +438,15 @@ def _redacted(url: str) -> str:
 
 def open_local_store(data_dir: str, key_file: str | None = None):
     """The engine on ``data_dir``, with its encryption key ring from ``--key-file`` when given
-    (else the engine's default: $EDGEKV_KEY_FILE, then ``DATA_DIR.keys``)."""
+    (else the engine's default: $EDGEKV_KEY_FILE, then ``DATA_DIR.keys``).  A store written
+    without encryption is opened as it is unless ``--key-file`` asks for a key ring: reading
+    it must not turn encryption on (``edgekv serve --encryption yes`` converts a store)."""
     from engine import Store
+    from engine.crypto import is_plaintext_store
 
-    options = {"key_file": key_file} if key_file else {}
-    return Store.open(data_dir, fsync="always", **options)
+    if key_file:
+        return Store.open(data_dir, fsync="always", key_file=key_file)
+    return Store.open(data_dir, fsync="always", encryption=not is_plaintext_store(data_dir))
 
 
 def open_target(args, *, create: bool = True) -> Target:

@@ -85,3 +85,25 @@ def test_local_commands_need_the_right_key_file(tmp_path):
     wrong = edgekv("kv", "key", "get", "k1", "--data-dir", data_dir, "--key-file", other)
     assert wrong.returncode != 0 and "Traceback" not in wrong.stderr
     assert os.stat(key_file).st_mode & 0o777 == 0o600
+
+
+def test_local_commands_leave_a_plaintext_store_plaintext(tmp_path):
+    """Reading a store written with --encryption no must not give it a key ring: the server
+    would then refuse to start on it with --encryption no."""
+    from engine import Store
+
+    data_dir = tmp_path / "data"
+    store = Store.open(str(data_dir), encryption=False)
+    store.namespace().put("k", "plain value")
+    store.close()
+    where = ("--data-dir", str(data_dir))
+    for args in (("kv", "key", "get", "k"), ("kv", "key", "put", "k2", "v2"), ("stats",),
+                 ("keys", "status"), ("export", str(tmp_path / "out.jsonl"))):
+        result = edgekv(*args, *where)
+        assert result.returncode == 0, (args, result.stderr)
+    assert not (tmp_path / "data.keys").exists()
+    assert not (data_dir / "KEYCHECK").exists()
+    store = Store.open(str(data_dir), encryption=False)
+    assert store.namespace().get("k2") == "v2"
+    store.close()
+    assert b"plain value" in b"".join(p.read_bytes() for p in data_dir.glob("*.seg"))
