@@ -17,6 +17,7 @@ import binascii
 import functools
 import io
 import json
+import re
 from typing import Any, Iterable, NamedTuple
 
 from . import semantics
@@ -27,6 +28,8 @@ from .store import Entry, Store, Write
 _READ_CHUNK = 1024 * 1024
 _FAST_TYPES = ("text", "bytes")
 
+
+_NOT_BASE64_TEXT = re.compile(r"[\r\n\t ]")  # whitespace a base64 value may wrap with
 
 class ValueWithMetadata(NamedTuple):
     """What ``get_with_metadata`` returns; ``cache_status`` is always None (no edge cache)."""
@@ -382,7 +385,9 @@ class Namespace:
         value = item["value"]
         if item.get("base64"):
             try:
-                value = base64.b64decode(value, validate=False)
+                # Strict (line breaks aside): a lenient decoder skips what is not base64, so
+                # "!!!" would be stored as an empty value and reported written.
+                value = base64.b64decode(_NOT_BASE64_TEXT.sub("", value), validate=True)
             except (binascii.Error, ValueError, TypeError):
                 shown = json.dumps(item["key"], ensure_ascii=False)
                 raise KVValidationError(f"Value of {shown} is not valid base64.")

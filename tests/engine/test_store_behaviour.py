@@ -193,6 +193,22 @@ def test_bulk_put_writes_text_base64_expiration_and_metadata(store, clock):
     assert ns.get("ttl") is None
 
 
+def test_bulk_put_refuses_values_that_are_not_base64(store):
+    """A lenient decoder skips what is not base64: "!!!" would be stored empty, reported OK."""
+    ns = store.namespace()
+    errors: list = []
+    result = ns.bulk_put([
+        {"key": "bang", "value": "!!!", "base64": True},
+        {"key": "tail", "value": "aGk=!!", "base64": True},
+        {"key": "short", "value": "1", "base64": True},
+        {"key": "wrapped", "value": "aGVs\nbG8=", "base64": True},
+    ], errors=errors)
+    assert result == {"successful_key_count": 1, "unsuccessful_keys": ["bang", "tail", "short"]}
+    assert [str(exc) for _, exc in errors][0].endswith('Value of "bang" is not valid base64.')
+    assert ns.get("wrapped") == "hello"
+    assert ns.get("bang") is None
+
+
 def test_bulk_put_reports_invalid_items_and_writes_the_rest(open_store):
     store = open_store(limits=TEST_LIMITS)
     ns = store.namespace()
