@@ -99,7 +99,7 @@ class DurabilityGate:
 
 class RespConnection(asyncio.Protocol):
     __slots__ = ("server", "state", "store", "transport", "session", "parser", "held",
-                 "pending_out", "unwritten", "_paused", "_closed")
+                 "pending_out", "unwritten", "_paused", "_closed", "_eof")
 
     def __init__(self, server: "EdgeKVServer") -> None:
         self.server = server
@@ -114,6 +114,7 @@ class RespConnection(asyncio.Protocol):
         self.unwritten: list[int] = []
         self._paused = False
         self._closed = False
+        self._eof = False  # the client half-closed: close once everything is answered
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -144,6 +145,19 @@ class RespConnection(asyncio.Protocol):
             self.state.clients.pop(self.session.id, None)
         self.held.clear()
         self.server.gate.waiting.discard(self)
+
+    def eof_received(self) -> bool:
+        """The client half-closed (``nc -N``, ``shutdown(SHUT_WR)``): answer everything it
+        sent, replies still waiting for their fsync included, then close, as Redis does.
+        Returning True keeps the transport open for those replies."""
+        self._eof = True
+        self._close_if_answered()
+        return True
+
+    def _close_if_answered(self) -> None:
+        if self._eof and not self.held and not self.pending_out and not self._closed:
+            self._closed = True
+            self.transport.close()  # after what is buffered has been written
 
     def kill(self) -> None:
         """Drop the connection now, discarding unsent output (close() would wait for it)."""
@@ -296,6 +310,8 @@ class RespConnection(asyncio.Protocol):
                 log.warning("closing client %s: output buffer over %d bytes (it is not reading)",
                             self.session.addr, limit)
                 self.kill()
+            elif self._eof:
+                self._close_if_answered()
 
     def refuse_unwritten(self, error: bytes) -> None:
         """The disk refused the deferred puts these replies acknowledge: say so instead."""
@@ -333,6 +349,8 @@ class RespConnection(asyncio.Protocol):
         while held and held[0][0] <= durable_seq and not self._closed:
             _, payload, close_after = held.popleft()
             self._send(payload, close_after)
+        if self._eof:
+            self._close_if_answered()
 
     def fail_held(self, exc: Exception) -> None:
         """The fsync failed: nothing held may be acknowledged, so drop the client."""

@@ -124,6 +124,24 @@ def test_inline_commands_like_telnet(server):
     assert out.startswith(b"-ERR Protocol error: unbalanced quotes")
 
 
+@pytest.mark.parametrize("fsync", ["always", "everysec"])
+@pytest.mark.parametrize("count", [1, 5000])
+def test_a_half_closed_client_gets_every_reply_then_eof(server_factory, fsync, count):
+    """``nc -N`` and ``shutdown(SHUT_WR)``: the replies, held for their fsync or not, all
+    arrive before the server closes (they were dropped with the connection)."""
+    server = server_factory(fsync=fsync)
+    payload = b"".join(b"*3\r\n$3\r\nSET\r\n$%d\r\nk%d\r\n$1\r\nv\r\n" % (len(str(i)) + 1, i)
+                       for i in range(count))
+    with socket.create_connection(("127.0.0.1", server.port), timeout=30) as sock:
+        sock.sendall(payload)
+        sock.shutdown(socket.SHUT_WR)
+        out = b""
+        while chunk := sock.recv(65536):
+            out += chunk
+    assert out == b"+OK\r\n" * count
+    assert server.client().dbsize() == count
+
+
 def test_unknown_command_and_arity_errors_use_redis_wording(r):
     with pytest.raises(redis.ResponseError) as err:
         r.execute_command("FOO", "a", "b")
