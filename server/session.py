@@ -23,7 +23,7 @@ from .state import ServerState
 
 log = logging.getLogger("edgekv.server")
 
-_NO_AUTH_NEEDED = frozenset(("auth", "hello", "quit"))
+_NO_AUTH_NEEDED = frozenset(("auth", "hello", "quit", "reset"))  # as Redis
 #: Commands a pipeline may run as a batch, in their plain form: name -> (arity, handler of a
 #: run); see ``execute_run``.
 RUN_HANDLERS = {"set": (3, set_many), "get": (2, get_many)}

@@ -182,10 +182,10 @@ def _config_params(session) -> dict[str, str]:
         "client-output-buffer-limit": f"normal {c.client_output_buffer_limit} "
                                       f"{c.client_output_buffer_limit} 0",
         "protected-mode": "yes" if c.protected_mode else "no",
-        "maxmemory": "0",
-        "maxmemory-policy": "noeviction",
-        "timeout": "0",
-        "tcp-keepalive": "300",
+        "maxmemory": c.extra.get("maxmemory", "0"),
+        "maxmemory-policy": c.extra.get("maxmemory-policy", "noeviction"),
+        "timeout": c.extra.get("timeout", "0"),
+        "tcp-keepalive": c.extra.get("tcp-keepalive", "300"),
         "proto-max-multibulk-len": str(c.max_multibulk_len),
     }
 
@@ -195,40 +195,99 @@ _MUTABLE = {"appendfsync", "save", "maxclients", "requirepass", "min-ttl", "prot
             "maxmemory-policy", "tcp-keepalive"}
 
 
-def _config_set(session, name: str, value: str) -> None:
+_INT_MAX = (1 << 31) - 1
+_LONG_MAX = (1 << 63) - 1
+_MIB = 1024 * 1024
+_EVICTION_POLICIES = ("volatile-lru", "volatile-lfu", "volatile-random", "volatile-ttl",
+                      "allkeys-lru", "allkeys-lfu", "allkeys-random", "noeviction")
+
+
+def _integer(value: str, low: int, high: int) -> int:
+    try:
+        number = int(value)
+    except ValueError:
+        raise ValueError("argument couldn't be parsed into an integer") from None
+    if not low <= number <= high:
+        raise ValueError(f"argument must be between {low} and {high} inclusive")
+    return number
+
+
+def _memory(value: str, low: int = 0) -> int:
+    try:
+        size = parse_size(value)
+    except ValueError:
+        size = -1
+    if size < 0:
+        raise ValueError("argument must be a memory value")
+    if size < low:
+        raise ValueError(f"argument must be between {low} and {_LONG_MAX} inclusive")
+    return size
+
+
+def _one_of(value: str, choices: tuple[str, ...]) -> str:
+    if value not in choices:
+        raise ValueError(f"argument(s) must be one of the following: {', '.join(choices)}")
+    return value
+
+
+def _config_value(name: str, value: str):
+    """``value`` parsed and checked, with Redis's bounds and texts; nothing is applied yet,
+    so a CONFIG SET of several parameters changes all of them or none."""
+    if name == "appendfsync":
+        return _one_of(value, ("everysec", "always", "no"))
+    if name == "maxclients":
+        return _integer(value, 1, 4294967295)
+    if name == "min-ttl":
+        return _integer(value, 1, _INT_MAX)
+    if name in ("proto-max-bulk-len", "client-query-buffer-limit"):
+        return _memory(value, _MIB)  # below Redis's floor, every client would be cut off
+    if name == "client-output-buffer-limit":
+        parts = value.split()
+        if len(parts) != 4 or parts[0] != "normal":
+            raise ValueError("only the 'normal <hard> <soft> <seconds>' class is supported")
+        try:
+            hard = _memory(parts[1])
+            _memory(parts[2])
+            _integer(parts[3], 0, _LONG_MAX)
+        except ValueError:
+            raise ValueError("Error in hard, soft or soft_seconds setting in buffer limit "
+                             "configuration.") from None
+        return hard
+    if name in ("timeout", "tcp-keepalive"):
+        return str(_integer(value, 0, _INT_MAX))
+    if name == "maxmemory":
+        return str(_memory(value))
+    if name == "maxmemory-policy":
+        return _one_of(value, _EVICTION_POLICIES)
+    return value  # save, requirepass
+
+
+def _config_apply(session, name: str, value) -> None:
     state = session.state
     c = state.config
     store = state.store
     if name == "appendfsync":
-        if value not in ("always", "everysec", "no"):
-            raise ValueError("argument must be one of the following: always, everysec, no")
         store.set_fsync_policy(value)
         c.fsync = value
-    elif name == "save":
-        c.extra["save"] = value  # edgekv has no snapshots: every write is already in the log
     elif name == "maxclients":
-        c.maxclients = int(value)
+        c.maxclients = value
     elif name == "requirepass":
         c.requirepass = value or None
     elif name == "min-ttl":
-        seconds = int(value)
-        if seconds < 1:
-            raise ValueError("argument must be at least 1")
-        store.limits = dataclasses.replace(store.limits, min_ttl_seconds=seconds)
-        c.min_ttl = seconds
+        store.limits = dataclasses.replace(store.limits, min_ttl_seconds=value)
+        c.min_ttl = value
     elif name == "proto-max-bulk-len":
-        c.proto_max_bulk_len = parse_size(value)
+        c.proto_max_bulk_len = value
         state.protocol_limits_changed()
     elif name == "client-query-buffer-limit":
-        c.client_query_buffer_limit = parse_size(value)
+        c.client_query_buffer_limit = value
         state.protocol_limits_changed()
     elif name == "client-output-buffer-limit":
-        parts = value.split()
-        if len(parts) != 4 or parts[0] != "normal":
-            raise ValueError("only the 'normal <hard> <soft> <seconds>' class is supported")
-        c.client_output_buffer_limit = parse_size(parts[1]) or 0
-    elif name in ("timeout", "maxmemory", "maxmemory-policy", "tcp-keepalive"):
-        c.extra[name] = value  # accepted for compatibility; edgekv does not act on these
+        c.client_output_buffer_limit = value
+    else:
+        # save: edgekv has no snapshots, every write is already in the log.  timeout,
+        # maxmemory, maxmemory-policy, tcp-keepalive: kept and reported, not acted on.
+        c.extra[name] = value
 
 
 @command("config")
@@ -248,19 +307,23 @@ def config(session, args):
         if len(pairs) % 2:
             raise CommandError("ERR wrong number of arguments for 'config|set' command")
         params = _config_params(session)
+        changes: dict[str, object] = {}
         for raw_name, raw_value in zip(pairs[::2], pairs[1::2]):
             name = as_text(raw_name).lower()
             if name not in params:
                 raise CommandError(f"ERR Unknown option or number of arguments for CONFIG SET - "
                                    f"'{name}'")
+            failed = f"ERR CONFIG SET failed (possibly related to argument '{name}') - "
             if name not in _MUTABLE:
-                raise CommandError(f"ERR CONFIG SET failed (possibly related to argument "
-                                   f"'{name}') - can't set immutable config")
+                raise CommandError(failed + "can't set immutable config")
+            if name in changes:
+                raise CommandError(failed + "duplicate parameter")
             try:
-                _config_set(session, name, as_text(raw_value))
+                changes[name] = _config_value(name, as_text(raw_value))
             except ValueError as exc:
-                raise CommandError(f"ERR CONFIG SET failed (possibly related to argument "
-                                   f"'{name}') - {exc}") from None
+                raise CommandError(failed + str(exc)) from None
+        for name, value in changes.items():
+            _config_apply(session, name, value)
         return OK
     if sub == "resetstat":
         session.state.stats.reset()

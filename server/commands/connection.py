@@ -43,12 +43,19 @@ def reset(session, args):
     return b"+RESET\r\n"
 
 
-def _check_password(session, username: bytes, password: bytes) -> None:
+def _check_password(session, username: bytes, password: bytes, *, legacy: bool = False) -> None:
+    """Redis's rules: without ``requirepass`` the default user takes any password (clients
+    such as redis-py with ``username="default"`` send one), but the one-argument ``AUTH``
+    form is refused as a likely misconfiguration."""
     required = session.state.config.requirepass
-    if not required:
+    if not required and legacy:
         raise CommandError("ERR AUTH <password> called without any password configured for the "
                            "default user. Are you sure your configuration is correct?")
-    if username != b"default" or not hmac.compare_digest(password, required.encode()):
+    if not required and username == b"default":
+        session.authenticated = True
+        return
+    if (username != b"default" or not required
+            or not hmac.compare_digest(password, required.encode())):
         session.state.stats.failed_auth += 1
         log.warning("failed AUTH from %s (client id %d)", session.addr, session.id)
         raise CommandError("WRONGPASS invalid username-password pair or user is disabled.")
@@ -58,7 +65,7 @@ def _check_password(session, username: bytes, password: bytes) -> None:
 @command("auth")
 def auth(session, args):
     if len(args) == 2:
-        _check_password(session, b"default", args[1])
+        _check_password(session, b"default", args[1], legacy=True)
     elif len(args) == 3:
         _check_password(session, args[1], args[2])
     else:

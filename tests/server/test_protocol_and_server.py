@@ -4,6 +4,7 @@ introspection, durability across kill -9, clean shutdown, and the real redis-cli
 from __future__ import annotations
 
 import asyncio
+import re
 import shutil
 import signal
 import socket
@@ -280,6 +281,41 @@ def test_config_get_set(r):
         r.config_set("port", "1")
     assert "maxclients" in r.config_get("max*")
     assert r.config_resetstat() is True
+
+
+@pytest.mark.parametrize("args, error", [
+    (("maxclients", "0"), "argument must be between 1 and 4294967295 inclusive"),
+    (("proto-max-bulk-len", "100"), "argument must be between 1048576 and"),
+    (("client-query-buffer-limit", "-1"), "argument must be a memory value"),
+    (("client-output-buffer-limit", "normal -5 0 0"), "Error in hard, soft or soft_seconds"),
+    (("timeout", "abc"), "argument couldn't be parsed into an integer"),
+    (("maxmemory-policy", "bogus"), "argument(s) must be one of the following"),
+    (("maxclients", "50", "appendfsync", "bogus"), "related to argument 'appendfsync'"),
+    (("maxclients", "50", "maxclients", "60"), "duplicate parameter"),
+])
+def test_config_set_refuses_what_redis_refuses_and_changes_nothing(r, args, error):
+    """Out-of-range limits would lock every client out (maxclients 0, a 100-byte bulk limit)."""
+    before = r.config_get("*")
+    with pytest.raises(redis.ResponseError, match=re.escape(error)):
+        r.execute_command("CONFIG", "SET", *args)
+    assert r.config_get("*") == before
+    assert r.set("still", "works") and r.get("still") == b"works"
+
+
+def test_config_set_values_are_reported_back(r):
+    assert r.config_set("timeout", "300") and r.config_set("maxmemory", "100mb")
+    assert r.config_get("timeout") == {"timeout": "300"}
+    assert r.config_get("maxmemory") == {"maxmemory": str(100 * 1024 * 1024)}
+
+
+def test_auth_without_requirepass_and_reset_before_auth(server_factory):
+    open_server = server_factory()
+    assert open_server.client(username="default", password="anything").ping()
+    with pytest.raises(redis.AuthenticationError, match="without any password configured"):
+        open_server.client().execute_command("AUTH", "x")
+    locked = server_factory("--requirepass", "s3cret")
+    out = raw(locked.port, b"RESET\r\nGET k\r\n", read_until=b"Authentication required.\r\n")
+    assert out == b"+RESET\r\n-NOAUTH Authentication required.\r\n"
 
 
 def test_client_commands(server):
