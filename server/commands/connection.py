@@ -195,12 +195,21 @@ def client(session, args):
     raise CommandError(f"ERR unknown subcommand '{as_text(args[1])}'. Try CLIENT HELP.")
 
 
+def _kill(session, victim) -> None:
+    """Drop ``victim`` now; the calling client itself is answered first, then closed, as
+    Redis does (its client would otherwise retry the command on a new connection)."""
+    if victim is session:
+        session.close_after_reply = True
+    else:
+        victim.kill()
+
+
 def _client_kill(session, rest: list[bytes]):
     clients = session.state.clients
     if len(rest) == 1:  # old form: CLIENT KILL addr:port
         for c in list(clients.values()):
             if c.addr == as_text(rest[0]):
-                c.kill()
+                _kill(session, c)
                 return OK
         raise CommandError("ERR No such client")
     if len(rest) % 2:
@@ -234,6 +243,6 @@ def _client_kill(session, rest: list[bytes]):
         if skipme and c is session:
             continue
         if all(f(c) for f in filters):
-            c.kill()
+            _kill(session, c)
             killed += 1
     return encode_int(killed)

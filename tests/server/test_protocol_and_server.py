@@ -338,6 +338,19 @@ def test_client_commands(server):
 # ---------------------------------------------------------------------------- durability
 
 
+def test_client_kill_of_the_calling_client_answers_it_first(server):
+    with socket.create_connection(("127.0.0.1", server.port), timeout=10) as sock:
+        sock.sendall(b"CLIENT ID\r\n")
+        own_id = int(sock.recv(100)[1:-2])
+        sock.sendall(b"CLIENT KILL ID %d SKIPME no\r\nPING\r\n" % own_id)
+        out = b""
+        while chunk := sock.recv(100):
+            out += chunk
+    assert out == b":1\r\n"  # answered, then closed: the PING after it is not run
+    r = server.client()
+    assert r.client_kill_filter(_id=r.client_id(), skipme=False) == 1
+
+
 @pytest.mark.parametrize("fsync", ["always", "everysec"])
 def test_acknowledged_writes_survive_kill_9(server_factory, tmp_path, fsync):
     """Pipelined SETs (written as runs) and single ones: a process kill loses none of them
