@@ -357,16 +357,21 @@ class Namespace:
         writes: list[tuple] = []  # (key, value, expire_ms, metadata), as put_many takes them
         failed: list[str] = []
         seq = 0
+        for index, item in enumerate(items):
+            # Without a key name there is nothing to list in unsuccessful_keys: the request
+            # is malformed as a whole (a made-up name such as "None" could be a real key).
+            if not isinstance(item, dict) or not isinstance(item.get("key"), str):
+                raise KVValidationError(f"Bulk item {index} is not an object with a \"key\" "
+                                        f"string.", op="PUT")
         with store._lock:
             number = self.number
             for item in items:
-                name = item.get("key") if isinstance(item, dict) else None
                 try:
                     writes.append(self._bulk_item(item, number, now_ms))
                 except KVError as exc:
-                    failed.append(name if isinstance(name, str) else str(name))
+                    failed.append(item["key"])
                     if errors is not None:
-                        errors.append((name, exc.with_op("PUT")))
+                        errors.append((item["key"], exc.with_op("PUT")))
             if writes:  # a load of 10,000 keys must not push out what readers use
                 seq = store.put_many(number, writes, durable=False, fill_cache=False)
         if seq and durable and store.fsync_policy == "always":

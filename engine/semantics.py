@@ -213,7 +213,8 @@ def validate_metadata_json(text, limits: Limits = DEFAULT_LIMITS) -> bytes:
     try:
         json.loads(raw)
     except (ValueError, UnicodeDecodeError):
-        raise KVValidationError(f"Metadata must be valid JSON, got {raw[:64]!r}.", code=10012)
+        shown = json.dumps(raw[:64].decode("utf-8", "replace"), ensure_ascii=False)
+        raise KVValidationError(f"Metadata must be valid JSON, got {shown}.", code=10012)
     check_metadata_size(raw, limits)
     return raw
 

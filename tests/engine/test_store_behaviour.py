@@ -224,22 +224,30 @@ def test_bulk_put_reports_invalid_items_and_writes_the_rest(open_store):
         {"key": "big-value", "value": "x" * 1025},
         {"key": "bad-b64", "value": "abc", "base64": True},
         {"key": "not-a-string", "value": 12},
-        {"value": "no key"},
         {"key": "good2", "value": "2"},
     ]
     result = ns.bulk_put(items, errors=errors)
     assert result["successful_key_count"] == 2
     assert result["unsuccessful_keys"] == ["", ".", "k" * 513, "short-ttl", "past", "big-meta",
-                                           "big-value", "bad-b64", "not-a-string", "None"]
+                                           "big-value", "bad-b64", "not-a-string"]
     assert ns.get("good1") == "1" and ns.get("good2") == "2"
     assert [k["name"] for k in ns.list()["keys"]] == ["good1", "good2"]
-    assert len(errors) == 10 and all(isinstance(e, KVError) for _, e in errors)
+    assert len(errors) == 9 and all(isinstance(e, KVError) for _, e in errors)
     messages = {key: str(exc) for key, exc in errors}
     assert messages[""] == "KV PUT failed: 400 Key names must not be empty"
     assert messages["short-ttl"] == ("KV PUT failed: 400 Invalid expiration_ttl of 30. "
                                      "Expiration TTL must be at least 60.")
     assert messages["big-value"] == "KV PUT failed: 413 Value length of 1025 exceeds limit of 1024."
     assert messages["k" * 513].startswith("KV PUT failed: 414 ")
+
+
+@pytest.mark.parametrize("bad", [{"value": "no key"}, {"key": 7, "value": "x"}, 1, None])
+def test_a_bulk_item_without_a_key_name_rejects_the_write_whole(store, bad):
+    """There is no name to report it under (it used to be listed as the key "None")."""
+    ns = store.namespace()
+    with pytest.raises(KVValidationError, match='Bulk item 1 is not an object with a "key"'):
+        ns.bulk_put([{"key": "good", "value": "1"}, bad])
+    assert ns.list()["keys"] == []
 
 
 def test_bulk_put_of_more_than_10000_items_is_rejected_whole(store):
