@@ -455,7 +455,12 @@ def open_target(args, *, create: bool = True) -> Target:
     if remote and getattr(args, "local", False):
         raise CLIError("--local and --remote contradict each other; pass one", exit_code=2)
     if remote:
-        scheme = urlsplit(remote).scheme.lower()
+        try:
+            parts = urlsplit(remote)
+            parts.port  # noqa: B018  (a port that is not a number raises here, not later)
+        except ValueError as exc:  # "http://[::1": an unclosed IPv6 bracket
+            raise CLIError(f"bad --remote URL {remote!r}: {exc}", exit_code=2) from None
+        scheme = parts.scheme.lower()
         if scheme in ("redis", "rediss", "unix"):
             return RedisTarget(remote)
         if scheme in ("http", "https"):

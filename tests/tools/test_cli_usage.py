@@ -40,6 +40,11 @@ def test_usage_errors_exit_2():
     assert edgekv("kv", "key", "put", "k", "v", "--ttl", "soon").returncode == 2
     wrong = edgekv("kv", "key", "list", "--remote", "ftp://x")
     assert wrong.returncode == 2 and "redis://" in wrong.stderr
+    for url in ("http://[::1", "redis://[::1", "http://localhost:abc"):
+        wrong = edgekv("kv", "key", "list", "--remote", url)
+        assert wrong.returncode == 2, (url, wrong.stderr)
+        assert wrong.stderr.startswith(f"edgekv: bad --remote URL '{url}': ")
+        assert "Traceback" not in wrong.stderr
 
 
 def test_locked_data_directory_points_at_remote(server):
