@@ -202,10 +202,15 @@ def cmd_import(args) -> int:
             try:
                 line = json.loads(text)
             except ValueError as exc:
-                raise CLIError(f"{args.file} line {lineno} is not JSON ({exc}); nothing after "
-                               f"line {lineno - 1} was imported") from None
+                line = exc
             if not isinstance(line, dict):
-                raise CLIError(f"{args.file} line {lineno}: expected a JSON object")
+                # Stop here, but keep the promise of the message: everything before this line
+                # is imported (the batch being gathered included), nothing after it.
+                importer.flush()
+                why = f"is not JSON ({line})" if isinstance(line, ValueError) else \
+                    "is not a JSON object"
+                raise CLIError(f"{args.file} line {lineno} {why}; the lines before it were "
+                               f"imported, nothing after line {lineno - 1}")
             importer.add(line, lineno)
         importer.flush()
     summary = {"imported": importer.ok, "skipped_expired": importer.skipped_expired,

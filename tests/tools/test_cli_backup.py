@@ -101,6 +101,19 @@ def test_import_skips_expired_and_reports_bad_lines(tmp_path):
     assert bad.returncode == 1 and "line 3 is not JSON" in bad.stderr
 
 
+@pytest.mark.parametrize("bad_line", ["{not json", "[1, 2]"])
+def test_import_stopped_by_a_bad_line_keeps_every_line_before_it(tmp_path, bad_line):
+    """The message says nothing after the bad line was imported; the lines before it (still in
+    the batch being gathered) must be, not dropped with it."""
+    d = ["--data-dir", tmp_path / "d"]
+    good = "".join(json.dumps({"namespace": "default", "key": f"k{i}", "value": "v"}) + "\n"
+                   for i in range(3))
+    bad = edgekv("import", "-", *d, input=good + bad_line + "\n" + good.replace("k", "late"))
+    assert bad.returncode == 1 and "line 4 " in bad.stderr
+    listed = edgekv("kv", "key", "list", *d)
+    assert [k["name"] for k in json.loads(listed.stdout)] == ["k0", "k1", "k2"]
+
+
 def test_stats(tmp_path):
     d = ["--data-dir", tmp_path / "d"]
     edgekv("kv", "key", "put", "a", "12345", *d)
