@@ -407,10 +407,11 @@ def bgrewriteaof(session, args):
 
 @command("shutdown")
 def shutdown(session, args):
-    for arg in args[1:]:
-        if arg.lower() not in (b"nosave", b"save", b"now", b"force", b"abort"):
-            raise CommandError(SYNTAX)
-    if any(a.lower() == b"abort" for a in args[1:]):
+    flags = {arg.lower() for arg in args[1:]}
+    if (flags - {b"nosave", b"save", b"now", b"force", b"abort"}
+            or {b"save", b"nosave"} <= flags or (b"abort" in flags and len(flags) > 1)):
+        raise CommandError(SYNTAX)  # Redis's conflicts: SAVE with NOSAVE, ABORT with anything
+    if b"abort" in flags:
         raise CommandError("ERR No shutdown in progress.")
     requested = session.state.shutdown_requested
     if requested is not None:

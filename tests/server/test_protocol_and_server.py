@@ -381,6 +381,11 @@ def test_sigterm_and_shutdown_stop_cleanly(server_factory, tmp_path):
     again = server_factory(data_dir=data_dir)
     c = again.client()
     assert c.get("k") == b"v"
+    for conflicting in (("NOSAVE", "SAVE"), ("ABORT", "NOW")):  # Redis: syntax errors
+        with pytest.raises(redis.ResponseError, match="syntax error"):
+            c.execute_command("SHUTDOWN", *conflicting)
+    with pytest.raises(redis.ResponseError, match="No shutdown in progress"):
+        c.execute_command("SHUTDOWN", "ABORT")
     c.shutdown()  # redis-py expects the server to hang up, as Redis does
     again.proc.wait(timeout=15)
     assert again.proc.returncode == 0
