@@ -7,6 +7,7 @@ but the data they asked for.
 from __future__ import annotations
 
 import json
+import re
 import sys
 from contextlib import contextmanager
 
@@ -19,11 +20,16 @@ class CLIError(Exception):
         self.exit_code = exit_code
 
 
+_LONE_SURROGATE = re.compile("[\ud800-\udfff]")
+
+
 def print_json(value, *, indent: int | None = 2) -> None:
     """Wrangler prints ``JSON.stringify(value, null, 2)``; ``ensure_ascii`` off keeps keys
-    readable, and lone surrogates (undecodable key bytes) are escaped instead of crashing."""
+    readable.  A key byte that is not UTF-8 (held as a lone surrogate, ``surrogateescape``) is
+    written as its ``\\udcXY`` escape, as the REST API lists it: a U+FFFD in its place would
+    make two keys look alike, and a bulk delete of the listed names reach the wrong one."""
     text = json.dumps(value, indent=indent, ensure_ascii=False)
-    write_text(text + "\n")
+    write_text(_LONE_SURROGATE.sub(lambda m: f"\\u{ord(m.group()):04x}", text) + "\n")
 
 
 def write_text(text: str) -> None:

@@ -221,3 +221,29 @@ def test_bulk_100k_keys(where, ns_title, tmp_path):
     stats = edgekv("stats", "--json", *where).json()
     assert next(s for s in stats["namespaces"] if s["title"] == ns_title)["keys"] == 50_000
     assert time.monotonic() - started < 30
+
+
+def test_a_key_that_is_not_utf8_is_listed_apart_and_deleted_by_its_listed_name(tmp_path):
+    """Listed as U+FFFD, a binary key looked like a real U+FFFD key, and a bulk delete of the
+    listed names removed that one instead."""
+    from engine import Store
+
+    data_dir = tmp_path / "data"
+    store = Store.open(str(data_dir), key_file=str(tmp_path / "k"))
+    ns = store.namespace()
+    ns.put_raw(b"\xff\xfex", b"binary key")
+    ns.put("\ufffd\ufffdx", "text key")
+    store.close()
+    d = ["--data-dir", data_dir, "--key-file", tmp_path / "k"]
+    listed = edgekv("kv", "key", "list", *d)
+    assert listed.returncode == 0, listed.stderr
+    assert b'"\\udcff\\udcfex"' in listed.stdout
+    names = [k["name"] for k in json.loads(listed.stdout)]
+    assert len(set(names)) == 2
+    binary = next(n for n in names if n.startswith("\udcff"))
+    (tmp_path / "del.json").write_text(json.dumps([binary]))
+    assert edgekv("kv", "bulk", "delete", tmp_path / "del.json", *d).returncode == 0
+    store = Store.open(str(data_dir), key_file=str(tmp_path / "k"))
+    assert store.namespace().get_entry(b"\xff\xfex") is None
+    assert store.namespace().get("\ufffd\ufffdx") == "text key"
+    store.close()
