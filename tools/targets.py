@@ -226,6 +226,13 @@ def locked_message(data_dir: str) -> str:
 # ============================================================================ remote (RESP)
 
 
+def _wire(args) -> list:
+    """Command arguments as bytes: a key that is not UTF-8 comes back from the server as text
+    with lone surrogates (``_text``), and must go out as those same bytes, which redis-py's
+    strict UTF-8 encoding refuses."""
+    return [a.encode("utf-8", "surrogateescape") if isinstance(a, str) else a for a in args]
+
+
 def _text(value) -> str | None:
     if value is None:
         return None
@@ -281,7 +288,7 @@ class RedisTarget(Target):
 
     def _call(self, *args):
         try:
-            return self.client.execute_command(*args)
+            return self.client.execute_command(*_wire(args))
         except self._redis.ResponseError as exc:
             raise RemoteError(str(exc)) from None
         except (self._redis.ConnectionError, self._redis.TimeoutError) as exc:
@@ -344,7 +351,7 @@ class RedisTarget(Target):
         if self._ns_id is not None:
             pipe.execute_command("SELECT", self._ns_id)
         for key in keys:
-            pipe.execute_command("KV.GET", key, "TYPE", "bytes", "WITHMETADATA")
+            pipe.execute_command(*_wire(("KV.GET", key, "TYPE", "bytes", "WITHMETADATA")))
         out = []
         replies = pipe.execute(raise_on_error=False)
         for reply in replies[1:] if self._ns_id is not None else replies:

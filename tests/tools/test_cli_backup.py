@@ -267,3 +267,20 @@ def test_snapshot_of_a_closed_directory_and_errors(tmp_path):
     assert remote.returncode == 1 and "--data-dir" in remote.stderr
     missing = edgekv("snapshot", tmp_path / "x", "--data-dir", tmp_path / "nowhere")
     assert missing.returncode == 1 and "does not exist" in missing.stderr
+
+
+def test_remote_export_of_a_key_that_is_not_utf8(server):
+    """Such a key comes back as text with lone surrogates; sending it to the server again
+    (KV.GET during export) failed in redis-py's strict UTF-8 encoding, with a traceback."""
+    title = f"binary-{os.getpid()}"
+    remote = ["--remote", server.url]
+    assert edgekv("kv", "namespace", "create", title, *remote).returncode == 0
+    client = redis.Redis.from_url(server.url)
+    client.execute_command("SELECT", title)
+    client.set(b"\xff\xfex", b"\x00v")
+    client.close()
+    dump = edgekv("export", "-", *remote)
+    assert dump.returncode == 0, dump.stderr
+    lines = [json.loads(x) for x in dump.stdout.splitlines()]
+    ours = [line for line in lines if line["namespace"] == title]
+    assert [line["key"].encode("utf-8", "surrogateescape") for line in ours] == [b"\xff\xfex"]
