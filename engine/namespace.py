@@ -27,9 +27,8 @@ from .store import Entry, Store, Write
 
 _READ_CHUNK = 1024 * 1024
 _FAST_TYPES = ("text", "bytes")
-
-
 _NOT_BASE64_TEXT = re.compile(r"[\r\n\t ]")  # whitespace a base64 value may wrap with
+
 
 class ValueWithMetadata(NamedTuple):
     """What ``get_with_metadata`` returns; ``cache_status`` is always None (no edge cache)."""

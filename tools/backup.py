@@ -201,14 +201,13 @@ def cmd_import(args) -> int:
                 continue
             try:
                 line = json.loads(text)
+                why = None if isinstance(line, dict) else "is not a JSON object"
             except ValueError as exc:
-                line = exc
-            if not isinstance(line, dict):
+                why = f"is not JSON ({exc})"
+            if why:
                 # Stop here, but keep the promise of the message: everything before this line
                 # is imported (the batch being gathered included), nothing after it.
                 importer.flush()
-                why = f"is not JSON ({line})" if isinstance(line, ValueError) else \
-                    "is not a JSON object"
                 raise CLIError(f"{args.file} line {lineno} {why}; the lines before it were "
                                f"imported, nothing after line {lineno - 1}")
             importer.add(line, lineno)

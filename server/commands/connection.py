@@ -51,11 +51,8 @@ def _check_password(session, username: bytes, password: bytes, *, legacy: bool =
     if not required and legacy:
         raise CommandError("ERR AUTH <password> called without any password configured for the "
                            "default user. Are you sure your configuration is correct?")
-    if not required and username == b"default":
-        session.authenticated = True
-        return
-    if (username != b"default" or not required
-            or not hmac.compare_digest(password, required.encode())):
+    if username != b"default" or (required
+                                  and not hmac.compare_digest(password, required.encode())):
         session.state.stats.failed_auth += 1
         log.warning("failed AUTH from %s (client id %d)", session.addr, session.id)
         raise CommandError("WRONGPASS invalid username-password pair or user is disabled.")

@@ -63,17 +63,12 @@ def expire_at_ms(unit: str, arg: bytes, now: int, command_name: str, *,
     result may be in the past; ``check_min_ttl`` applies edgekv's floor to what is kept.
     """
     amount = parse_int(arg)
-    invalid = CommandError(f"ERR invalid expire time in '{command_name}' command")
-    if positive and amount <= 0:
-        raise invalid
-    if unit in ("ex", "exat"):
-        if abs(amount) > _INT64_MAX // 1000:
-            raise invalid
-        amount *= 1000
+    scale = 1000 if unit in ("ex", "exat") else 1
     base = now if unit in _RELATIVE else 0
-    if amount > _INT64_MAX - base:
-        raise invalid
-    return base + amount
+    if ((positive and amount <= 0) or (scale > 1 and abs(amount) > _INT64_MAX // scale)
+            or amount * scale > _INT64_MAX - base):
+        raise CommandError(f"ERR invalid expire time in '{command_name}' command")
+    return base + amount * scale
 
 
 def check_min_ttl(session, unit: str, arg: bytes, when: int, now: int) -> None:
