@@ -28,6 +28,13 @@ Protocol (``docs/format.md`` has the on-disk side):
 Compaction refuses inputs with corrupt records (run ``engine.verify.repair`` first): copying
 around them would silently turn "this key is corrupt" into "this key is absent" or older.
 
+Segment numbers: each compaction takes ``R + 1`` new numbers and every rotation one, and the
+packed location holds 18 bits of them.  Opening gives them back: ``renumber_directory`` renames
+the segments (and their hints) to 1..n, in order, once the highest number passes
+``RENUMBER_ABOVE``.  Within one process numbers are never reused (the read cache and lock-free
+readers know records by location), so a process that never restarts still stops compacting, and
+then writing, at ``MAX_SEGMENT_NO``; the error says to restart.
+
 Crash points: ``_reach(name)`` is called after each step that changes the disk; a test sets
 ``crash_hook`` or the environment variable ``EDGEKV_COMPACTION_CRASH_POINT`` to a name in
 ``CRASH_POINTS`` and the process exits on the spot with ``os._exit``.
@@ -71,6 +78,14 @@ CRASH_POINTS = (
 )
 #: A callable(name) run at every crash point; tests use it to kill or to observe.
 crash_hook: Callable[[str], None] | None = None
+
+#: Opening renumbers the segments from 1 when the highest number is above this: a sixteenth of
+#: what a location can hold, so a process always starts with at least 15/16 of the numbers
+#: ahead of it, while a store far from the limit keeps its file names (``docs/format.md``).
+RENUMBER_ABOVE = (MAX_SEGMENT_NO + 1) // 16
+#: A callable(renames done) run after each segment ``renumber_directory`` moves (its rename and
+#: its hint's are durable); tests use it to stop part way, as a crash would.
+renumber_hook: Callable[[int], None] | None = None
 
 _BATCH = 4096  # records copied between closed-store checks
 # Bounded steps: compaction runs in a thread of the serving process and shares its GIL.  A
@@ -152,6 +167,46 @@ def recover_directory(path: str) -> list[str]:
     for note in notes:
         log.warning("%s: %s", path, note)
     return notes
+
+
+def renumber_directory(path: str) -> int:
+    """Rename the segments of ``path`` to 1..n, in order, when the highest number is above
+    ``RENUMBER_ABOVE``; returns how many were moved.  Runs at open, after
+    ``recover_directory``, under the directory lock.
+
+    Crash safety: segment ``s_i`` (ascending) goes to ``i``, the lowest free number; ``i <= s_i``
+    and nothing is named between them, so the order of the segments is the same after every
+    rename, and each is made durable (directory fsync) before the next: at any crash the
+    directory is a valid one, whose highest segment, the active one, is renamed last, so the
+    next open finds it still above the threshold and goes on.  A hint is renamed right after its
+    segment, in the same step; a crash between the two leaves a hint without its segment,
+    which the next ``recover_directory`` deletes (that segment is scanned once, then gets a
+    hint again).  Files are renamed, never rewritten: a snapshot's hard links keep the old
+    names' contents, and the header keeps the number the segment was created with.
+    """
+    names = os.listdir(path)
+    numbers = sorted(n for n in (parse_segment_name(name) for name in names) if n is not None)
+    if not numbers or numbers[-1] <= RENUMBER_ABOVE:
+        return 0
+    moved = 0
+    for target, seg_no in enumerate(numbers, 1):
+        if seg_no == target:
+            continue
+        for name in (segment_name(target), hint_name(target)):
+            if os.path.exists(os.path.join(path, name)):  # rename would replace it
+                raise StoreError(f"renumbering segments in {path}: {name} is in the way")
+        os.rename(os.path.join(path, segment_name(seg_no)),
+                  os.path.join(path, segment_name(target)))
+        hint = os.path.join(path, hint_name(seg_no))
+        if os.path.exists(hint):
+            os.rename(hint, os.path.join(path, hint_name(target)))
+        fsync_dir(path)
+        moved += 1
+        if renumber_hook is not None:
+            renumber_hook(moved)
+    log.warning("%s: renumbered segments %d..%d to 1..%d (%d renamed)", path, numbers[0],
+                numbers[-1], len(numbers), moved)
+    return moved
 
 
 # --------------------------------------------------------------------------- one compaction
@@ -342,7 +397,7 @@ class _Job:
         if not os.path.exists(path):
             return None
         try:
-            hint = read_hint(path, seg.seg_no, seg.size, self.store._codec)
+            hint = read_hint(path, seg.seg_no, seg.size, self.store._codec, seg.header_no)
         except HintError as exc:
             log.info("%s: compacting segment %d by scanning it: %s", self.store.path,
                      seg.seg_no, exc)
@@ -556,7 +611,11 @@ def _compact(store, progress: Callable[[int, int], None] | None, reencrypt: bool
             reserved = len(store._segments) + 1
             first_out = active.seg_no + 1
             if first_out + reserved > MAX_SEGMENT_NO:
-                raise StoreError("segment numbers are nearly exhausted; migrate into a fresh store")
+                raise StoreError(
+                    f"segment numbers are nearly exhausted (active segment {active.seg_no}, "
+                    f"compaction needs {reserved + 1} more, the format's maximum is "
+                    f"{MAX_SEGMENT_NO}); restart the process: opening the store renumbers its "
+                    f"segments from 1")
             store._rotate(first_out + reserved)
             inputs = sorted(n for n in store._segments if n < first_out)
             bytes_before = sum(store._segments[n].size for n in inputs)

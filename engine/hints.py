@@ -17,6 +17,10 @@ the active segment.  Either way the file is written under
 
 A hint is trusted only when its own xxh3-64 checksum, its segment number and the size of the
 segment it describes all match; otherwise recovery scans the segment as if there were no hint.
+The number a hint holds (in its header and in every location) is the one in its segment's header,
+the number the segment was created with.  Opening may rename a segment and its hint to a lower
+number (``compaction.renumber_directory``) without rewriting either, so a hint is checked against
+its segment's header and its locations are moved to the file's current number as it is loaded.
 In an encrypted store the body (keys and metadata included) is sealed with AES-256-GCM like a
 record (``engine/codec.py``), the 28-byte header as associated data; a tag that fails is one
 more reason to scan instead.  ``docs/format.md`` is the prose version of the layout.
@@ -212,19 +216,27 @@ class HintColumns:
             column[i::width] = rows[offset + i::_ROW_SIZE]
         return bytes(column)
 
-    def encode(self, codec, segment_size: int) -> tuple[HintWriter, int, bytes] | None:
+    def encode(self, codec, segment_size: int,
+               header_no: int | None = None) -> tuple[HintWriter, int, bytes] | None:
         """``(writer, segment size, encoded file)``, or None when the columns do not end where
         the segment does.  The hint is sealed with the key of the segment's own records (the
         newest one, if it holds several), so it adds no key to what the segment needs; a
-        plaintext segment in an encrypted store gets a hint under the active key."""
+        plaintext segment in an encrypted store gets a hint under the active key.
+        ``header_no``: the number in the segment's header, when opening renamed the segment
+        (the hint is written under it; the columns hold the file's number)."""
         if segment_size != self.end:
             return None
         key_ids = self._column(_KEY_ID)
         used = set(key_ids) - {0}
-        writer = HintWriter(self.seg_no, codec, max(used) if used else None)
+        stored_no = self.seg_no if header_no is None else header_no
+        locations = self._column(_LOCATION)
+        if stored_no != self.seg_no:
+            locations = _le(array("Q", rebase_locations(_from_le("Q", locations), self.seg_no,
+                                                        stored_no)))
+        writer = HintWriter(stored_no, codec, max(used) if used else None)
         data = writer.encode_columns(segment_size, len(self.rows) // _ROW_SIZE,
                                      self._column(_KEY_LEN), bytes(self.key_blob),
-                                     self._column(_LOCATION), self._column(_SEQ),
+                                     locations, self._column(_SEQ),
                                      self._column(_FLAGS), key_ids, self.exp, self.meta)
         return writer, segment_size, data
 
@@ -263,7 +275,13 @@ def sealed_segment_hint(seg, codec=None, tick=None) -> tuple[HintWriter, int, by
             tick()
     if os.fstat(seg.fd).st_size != size:
         return None  # not sealed after all
-    return columns.encode(codec, size)
+    return columns.encode(codec, size, getattr(seg, "header_no", seg_no))
+
+
+def rebase_locations(locations, from_no: int, to_no: int) -> list:
+    """Packed locations of segment ``from_no`` (every one of them), moved to segment ``to_no``."""
+    delta = (to_no - from_no) << 42
+    return [loc + delta for loc in locations]
 
 
 def _le(arr: array) -> bytes:
@@ -281,17 +299,23 @@ def _from_le(typecode: str, data: bytes) -> array:
     return arr
 
 
-def read_hint(path: str, seg_no: int, segment_size: int, codec=None) -> Hint:
+def read_hint(path: str, seg_no: int, segment_size: int, codec=None,
+              header_no: int | None = None) -> Hint:
     """Load and validate a hint file; raises ``HintError`` saying what is wrong with it."""
     try:
         with open(path, "rb") as f:
             data = f.read()
     except OSError as exc:
         raise HintError(f"cannot read {path}: {os.strerror(exc.errno or 0)}") from None
-    return parse_hint(data, seg_no, segment_size, codec)
+    return parse_hint(data, seg_no, segment_size, codec, header_no)
 
 
-def parse_hint(data: bytes, seg_no: int, segment_size: int | None, codec=None) -> Hint:
+def parse_hint(data: bytes, seg_no: int, segment_size: int | None, codec=None,
+               header_no: int | None = None) -> Hint:
+    """The hint of segment file ``seg_no`` (the number its name says), whose header says
+    ``header_no`` (None: the same).  The hint must hold ``header_no``; the Hint returned has
+    ``seg_no`` and locations in segment ``seg_no``, as the store addresses the segment now."""
+    expected = seg_no if header_no is None else header_no
     if len(data) < HINT_HEADER_SIZE + _CHECKSUM.size:
         raise HintError(f"hint of segment {seg_no} is truncated ({len(data)} bytes)")
     (stored,) = _CHECKSUM.unpack_from(data, len(data) - _CHECKSUM.size)
@@ -302,8 +326,11 @@ def parse_hint(data: bytes, seg_no: int, segment_size: int | None, codec=None) -
         raise HintError(f"hint of segment {seg_no} has bad magic {magic!r}")
     if version != HINT_VERSION:
         raise HintError(f"hint of segment {seg_no} has version {version}, expected {HINT_VERSION}")
-    if stored_no != seg_no:
-        raise HintError(f"hint says segment {stored_no}, its name says {seg_no}")
+    if stored_no != expected:
+        if expected == seg_no:
+            raise HintError(f"hint says segment {stored_no}, its name says {seg_no}")
+        raise HintError(f"hint of segment {seg_no} says segment {stored_no}, the segment's "
+                        f"header says {expected}")
     if segment_size is not None and size != segment_size:
         raise HintError(f"hint of segment {seg_no} describes {size} bytes, the segment has "
                         f"{segment_size}")
@@ -352,10 +379,12 @@ def parse_hint(data: bytes, seg_no: int, segment_size: int | None, codec=None) -
         metas = [meta_blob[a:b] for a, b in zip([0] + meta_ends[:-1], meta_ends)]
         if any(i >= n for i in exp_idx) or any(i >= n for i in meta_idx):
             raise HintError(f"hint of segment {seg_no} refers to entries it does not have")
-        if n and (min(locations) >> 42 != seg_no or max(locations) >> 42 != seg_no):
+        if n and (min(locations) >> 42 != expected or max(locations) >> 42 != expected):
             raise HintError(f"hint of segment {seg_no} has locations in another segment")
     except struct.error as exc:
         raise HintError(f"hint of segment {seg_no} is malformed: {exc}") from None
+    if expected != seg_no:  # renamed by renumbering: address the records as the file is named
+        locations = rebase_locations(locations, expected, seg_no)
     return Hint(seg_no, size, keys, locations, seqs, flags, key_ids,
                 dict(zip(exp_idx, exp_ms)), dict(zip(meta_idx, metas)),
                 key_id if hflags & HINT_ENCRYPTED else 0)

@@ -1,7 +1,11 @@
 """Segment files: append-only logs of records, read through a mapping and scanned at recovery.
 
 A segment starts with a 16-byte header (magic ``EDGEKVSG``, format version, flags, segment
-number) and then holds records back to back (``engine/record.py``).
+number) and then holds records back to back (``engine/record.py``).  The file name's number is
+the segment's place in the log and the one locations use; the header's number is the one the
+segment was created with.  They differ only after opening renumbered the segments
+(``compaction.renumber_directory``), which renames files to lower numbers and never rewrites
+them, so the header's number is never below the name's.
 
 Recovery follows LevelDB's rule for telling a torn write from corruption:
 
@@ -89,15 +93,19 @@ class SegmentFile:
     as file-backed memory (INFO's ``used_memory`` leaves them out).
     """
 
-    __slots__ = ("path", "seg_no", "fd", "size", "sealed", "view", "_map_retry_at",
+    __slots__ = ("path", "seg_no", "header_no", "fd", "size", "sealed", "view", "_map_retry_at",
                  "flushed_size")
 
     #: How far writes may run past the active segment's mapping before it is made again.
     MAP_STEP = 4 * 1024 * 1024
 
-    def __init__(self, path: str, seg_no: int, fd: int, size: int, sealed: bool) -> None:
+    def __init__(self, path: str, seg_no: int, fd: int, size: int, sealed: bool,
+                 header_no: int | None = None) -> None:
         self.path = path
         self.seg_no = seg_no
+        #: the number in the segment's header, the one it was created with: its hint file is
+        #: written under it (``engine/hints.py``); ``seg_no`` (the file name's) when not renamed
+        self.header_no = seg_no if header_no is None else header_no
         self.fd = fd
         self.size = size
         self.sealed = sealed
@@ -169,11 +177,13 @@ class SegmentFile:
             os.close(fd)
             raise StoreError(f"segment {path} has format version {version}; "
                              f"this edgekv reads version {FORMAT_VERSION}")
-        if stored_no != seg_no:
+        if stored_no < seg_no:
+            # Renumbering only ever renames a segment to a lower number.
             os.close(fd)
-            raise StoreError(f"segment {path} says it is number {stored_no}, its name says {seg_no}")
+            raise StoreError(f"segment {path} says it is number {stored_no}, below the number "
+                             f"its name says ({seg_no}): it was not renamed by edgekv")
         size = os.fstat(fd).st_size
-        return cls(path, seg_no, fd, size, sealed=not writable)
+        return cls(path, seg_no, fd, size, sealed=not writable, header_no=stored_no)
 
     def append(self, buffers: list) -> int:
         """Write ``buffers`` at the end; return the offset they start at."""

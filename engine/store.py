@@ -80,6 +80,9 @@ _MAX_BATCH_END = MAX_SEGMENT_BYTES
 _FLAGS_AT, _KEY_ID_AT = rec.FLAGS_AT, rec.KEY_ID_AT  # module globals: put_one reads them per put
 #: Memory for the hint entries of sealed segments waiting for the hint writer (see _rotate).
 DEFAULT_PENDING_HINT_BYTES = 32 * MIB
+#: Past this segment number a rotation logs (once) that the process should be restarted, which
+#: renumbers the segments (``compaction.renumber_directory``) before they run out.
+_WARN_SEGMENT_NO = MAX_SEGMENT_NO // 2
 _LARGE_VALUE = 64 * 1024  # values this big are written with writev instead of being copied
 _IOV_BATCH = 512  # buffers per writev call; Linux's IOV_MAX is 1024
 
@@ -208,6 +211,8 @@ class RecoveryReport:
     hint_problems: list[str] = field(default_factory=list)
     #: what opening did to finish or undo an interrupted compaction
     compaction_notes: list[str] = field(default_factory=list)
+    #: segments opening renamed to a lower number (``compaction.renumber_directory``)
+    segments_renumbered: int = 0
 
 
 class Store:
@@ -282,6 +287,7 @@ class Store:
         self._live_hint: hints.HintColumns | None = None
         self._sealed_hints: dict[int, hints.HintColumns] = {}
         self.pending_hint_bytes = DEFAULT_PENDING_HINT_BYTES
+        self._warned_numbers = False  # segment numbers past _WARN_SEGMENT_NO (logged once)
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -397,6 +403,9 @@ class Store:
         for name in names:
             if name.endswith(".seg.tmp"):  # a segment whose creation never finished
                 os.unlink(os.path.join(self.path, name))
+        report.segments_renumbered = compaction.renumber_directory(self.path)
+        if report.segments_renumbered:
+            names = os.listdir(self.path)
         numbers = sorted(n for n in (parse_segment_name(name) for name in names) if n is not None)
         if numbers:
             self._repair_headerless_tail(numbers[-1])
@@ -463,7 +472,7 @@ class Store:
         cannot be trusted, and the caller scans the segment instead."""
         path = os.path.join(self.path, hints.hint_name(seg.seg_no))
         try:
-            hint = hints.read_hint(path, seg.seg_no, seg.size, self._codec)
+            hint = hints.read_hint(path, seg.seg_no, seg.size, self._codec, seg.header_no)
             hints.apply_hint(self, seg, hint, latest, catalog_latest)
         except hints.HintError as exc:
             log.warning("%s; scanning segment %d instead", exc, seg.seg_no)
@@ -632,7 +641,13 @@ class Store:
     def _new_segment(self, seg_no: int) -> SegmentFile:
         if seg_no > MAX_SEGMENT_NO:
             raise StoreError(f"segment number {seg_no} exceeds the format's maximum "
-                             f"{MAX_SEGMENT_NO}; compact into a fresh store")
+                             f"{MAX_SEGMENT_NO}; restart the process: opening the store "
+                             f"renumbers its segments from 1")
+        if seg_no > _WARN_SEGMENT_NO and not self._warned_numbers:
+            self._warned_numbers = True
+            log.warning("%s: segment numbers have reached %d of %d; they are renumbered from 1 "
+                        "when the store is next opened: restart the process before they run "
+                        "out", self.path, seg_no, MAX_SEGMENT_NO)
         try:
             seg = SegmentFile.create(self.path, seg_no)
         except OSError as exc:
@@ -774,7 +789,8 @@ class Store:
         tmp = path + ".tmp"
         pacer = _HintPacer(self)
         try:
-            built = columns.encode(self._codec, seg.size) if columns is not None else None
+            built = (columns.encode(self._codec, seg.size, seg.header_no)
+                     if columns is not None else None)
             if built is None:  # written before this process opened it: read it once more
                 self.seal_hint_scans += 1
                 built = hints.sealed_segment_hint(seg, self._codec, pacer.tick)

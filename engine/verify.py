@@ -28,6 +28,7 @@ from dataclasses import dataclass, field
 from . import crypto
 from . import record as rec
 from .codec import PayloadCodec
+from . import compaction
 from .compaction import MANIFEST
 from .errors import StoreError
 from .hints import HINT_SUFFIX, HintError, hint_name, parse_hint
@@ -111,6 +112,9 @@ def _verify(path: str, now_ms: int, codec: PayloadCodec) -> VerifyReport:
     if MANIFEST in names:
         report.notes.append("an interrupted compaction will be finished when the store opens")
     numbers = _segment_numbers(path)
+    if numbers and numbers[-1] > compaction.RENUMBER_ABOVE:
+        report.notes.append(f"segment numbers reach {numbers[-1]}; opening renumbers the "
+                            f"segments from 1")
     latest: dict[bytes, tuple[int, bool, int]] = {}  # ikey -> (seq, tombstone, expire_ms)
     catalog: dict[str, list[tuple[int, bool, int]]] = {}  # ns id -> [(seq, tombstone, number)]
     for position, seg_no in enumerate(numbers):
@@ -147,7 +151,8 @@ def _verify(path: str, now_ms: int, codec: PayloadCodec) -> VerifyReport:
                     latest[ikey] = (header.seq, tombstone, header.expire_ms)
             if hint_name(seg_no) in names:
                 damaged = {c.offset for c in report.corrupt if c.segment == seg_no}
-                _check_hint(path, seg_no, seg.size, records, damaged, report, codec)
+                _check_hint(path, seg_no, seg.size, records, damaged, report, codec,
+                            seg.header_no)
         finally:
             seg.close()
     for name in sorted(names):
@@ -177,13 +182,14 @@ def _number_of(value: bytes) -> int:
 
 
 def _check_hint(path: str, seg_no: int, seg_size: int, records: dict, damaged: set,
-                report: VerifyReport, codec: PayloadCodec) -> None:
+                report: VerifyReport, codec: PayloadCodec, header_no: int | None = None) -> None:
     """Every hint entry must describe the record at its offset exactly; entries for records
-    already reported corrupt are not held against the hint."""
+    already reported corrupt are not held against the hint.  ``header_no``: the number in the
+    segment's header, which the hint holds (the segment may have been renumbered since)."""
     report.hints_checked += 1
     try:
         with open(os.path.join(path, hint_name(seg_no)), "rb") as f:
-            hint = parse_hint(f.read(), seg_no, seg_size, codec)
+            hint = parse_hint(f.read(), seg_no, seg_size, codec, header_no)
     except (OSError, HintError) as exc:
         report.hint_problems.append(f"segment {seg_no}: {exc}")
         return
