@@ -519,6 +519,56 @@ _TABLE: tuple[CommandSpec, ...] = (
         ),
     ),
 
+    # ------------------------------------------------------------ transactions
+    command(
+        "multi", 1,
+        summary="Mark the start of a transaction block",
+        since="1.2.0", group="transactions",
+        complexity="O(1)",
+        flags=("noscript", "loading", "stale", "fast", "allow_busy"),
+        acl=("transaction",),
+    ),
+
+    command(
+        "exec", 1,
+        summary="Execute all commands issued after MULTI",
+        since="1.2.0", group="transactions",
+        complexity="Depends on commands in the transaction",
+        flags=("noscript", "loading", "stale", "skip_slowlog"),
+        acl=("transaction",),
+    ),
+
+    command(
+        "discard", 1,
+        summary="Discard all commands issued after MULTI",
+        since="2.0.0", group="transactions",
+        complexity="O(N), when N is the number of queued commands",
+        flags=("noscript", "loading", "stale", "fast", "allow_busy"),
+        acl=("transaction",),
+    ),
+
+    command(
+        "watch", -2,
+        summary="Watch the given keys to determine execution of the MULTI/EXEC block",
+        since="2.2.0", group="transactions",
+        complexity="O(1) for every key.",
+        flags=("noscript", "loading", "stale", "fast", "allow_busy"),
+        acl=("transaction",),
+        key_specs=(KeySpec(("RO",), lastkey=-1),),
+        arguments=(
+            A.key("key", 0, multiple=True),
+        ),
+    ),
+
+    command(
+        "unwatch", 1,
+        summary="Forget about all watched keys",
+        since="2.2.0", group="transactions",
+        complexity="O(1)",
+        flags=("noscript", "loading", "stale", "fast", "allow_busy"),
+        acl=("transaction",),
+    ),
+
     container(
         "client",
         sub(
@@ -1977,8 +2027,10 @@ def _c_string(arg: bytes, limit: int) -> bytes:
 
 
 def _error_text(raw: bytes) -> str:
-    # Redis replaces CR and LF in error texts with spaces, so the reply stays one line.
-    return raw.replace(b"\r", b" ").replace(b"\n", b" ").decode("utf-8", "replace")
+    # Redis replaces CR and LF in error texts with spaces, so the reply stays one line.  The
+    # client's bytes go back as they came (Redis echoes them raw): decoded with
+    # surrogateescape, which the codec's encode_error turns back into the same bytes.
+    return raw.replace(b"\r", b" ").replace(b"\n", b" ").decode("utf-8", "surrogateescape")
 
 
 def unknown_command_error(args: Sequence[bytes]) -> str:
@@ -2000,7 +2052,7 @@ def wrong_arity_error(spec_or_full_name: CommandSpec | bytes | str) -> str:
     if isinstance(spec_or_full_name, CommandSpec):
         name = spec_or_full_name.name
     else:
-        name = _as_bytes(spec_or_full_name).lower().decode("utf-8", "replace")
+        name = _as_bytes(spec_or_full_name).lower().decode("utf-8", "surrogateescape")
     return _error_text(f"ERR wrong number of arguments for '{name}' command".encode())
 
 
@@ -2010,9 +2062,9 @@ def unknown_subcommand_error(container_spec: CommandSpec | bytes | str,
     if isinstance(container_spec, CommandSpec):
         container_name = container_spec.name
     else:
-        container_name = _as_bytes(container_spec).decode("utf-8", "replace")
+        container_name = _as_bytes(container_spec).decode("utf-8", "surrogateescape")
     return _error_text(b"ERR unknown subcommand '" + _c_string(_as_bytes(sub), 128)
-                       + b"'. Try " + container_name.upper().encode() + b" HELP.")
+                       + b"'. Try " + _as_bytes(container_name.upper()) + b" HELP.")
 
 
 def command_error(argv: Sequence[bytes]) -> str | None:

@@ -7,7 +7,7 @@ redis-benchmark, ``get`` from redis-py) resolve with one dict lookup and no ``.l
 from __future__ import annotations
 
 from .. import command_table
-from . import admin, connection, kv, strings  # noqa: F401  (registration side effects)
+from . import admin, connection, kv, strings, transactions  # noqa: F401  (registration)
 from .base import REGISTRY, CommandError
 
 

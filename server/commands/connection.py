@@ -30,12 +30,14 @@ def echo(session, args):
 
 @command("quit")
 def quit_(session, args):
+    session.end_multi()
     session.close_after_reply = True
     return OK
 
 
 @command("reset")
 def reset(session, args):
+    session.end_multi()  # discards the transaction and forgets the watched keys
     session.protocol = 2
     session.authenticated = not session.state.config.requirepass
     session.select(session.state.store.namespace("default"), 0)
@@ -122,7 +124,7 @@ def select(session, args):
         except NamespaceNotFoundError:
             raise CommandError(f"ERR no namespace with title or id '{as_text(target)}'") from None
         index = next(i for i, ns in enumerate(namespaces) if ns.id == info.id)
-    session.select(store.namespace(info.id), index)
+    session.select(store.namespace(info.id), index, info.title)
     return OK
 
 
@@ -138,9 +140,12 @@ def _valid_name(name: bytes) -> bytes:
 
 def client_info_line(s) -> str:
     now = time.time()
+    in_multi = s.multi is not None
     return (f"id={s.id} addr={s.addr} laddr={s.laddr} fd=-1 name={as_text(s.name)} "
-            f"age={int(now - s.created)} idle={int(now - s.last_interaction)} flags=N db={s.db} "
-            f"sub=0 psub=0 ssub=0 multi=-1 qbuf=0 qbuf-free=0 argv-mem=0 multi-mem=0 rbs=0 rbp=0 "
+            f"age={int(now - s.created)} idle={int(now - s.last_interaction)} "
+            f"flags={'x' if in_multi else 'N'} db={s.db} sub=0 psub=0 ssub=0 "
+            f"multi={len(s.multi) if in_multi else -1} qbuf=0 qbuf-free=0 argv-mem=0 "
+            f"multi-mem=0 rbs=0 rbp=0 "
             f"obl=0 oll=0 omem=0 tot-mem=0 events=r cmd={s.last_command.lower()} "
             f"user=default redir=-1 resp={s.protocol} lib-name={as_text(s.lib_name)} "
             f"lib-ver={as_text(s.lib_ver)}")
@@ -209,23 +214,31 @@ def _client_kill(session, rest: list[bytes]):
                 _kill(session, c)
                 return OK
         raise CommandError("ERR No such client")
-    if len(rest) % 2:
-        raise CommandError(SYNTAX)
     skipme = True
     filters = []
-    for key, value in zip(rest[::2], rest[1::2]):
-        key = key.lower()
+    # Redis's order: each filter is checked as it is read, a dangling name is a syntax error
+    # only once reached.
+    for i in range(0, len(rest), 2):
+        if i + 1 >= len(rest):
+            raise CommandError(SYNTAX)
+        key, value = rest[i].lower(), rest[i + 1]
         if key == b"id":
-            wanted = parse_int(value)
+            wanted = parse_int(value, "ERR client-id should be greater than 0")
+            if wanted < 1:
+                raise CommandError("ERR client-id should be greater than 0")
             filters.append(lambda c, w=wanted: c.id == w)
         elif key == b"addr":
             filters.append(lambda c, w=as_text(value): c.addr == w)
         elif key == b"laddr":
             filters.append(lambda c, w=as_text(value): c.laddr == w)
         elif key == b"user":
-            filters.append(lambda c, w=value: w == b"default")
+            if value != b"default":  # the only user; Redis's user names are case-sensitive
+                raise CommandError(f"ERR No such user '{as_text(value)}'")
         elif key == b"type":
-            filters.append(lambda c, w=value.lower(): w == b"normal")
+            kind = value.lower()
+            if kind not in (b"normal", b"master", b"replica", b"slave", b"pubsub"):
+                raise CommandError(f"ERR Unknown client type '{as_text(value)}'")
+            filters.append(lambda c, w=kind: w == b"normal")
         elif key == b"maxage":
             age = parse_int(value)
             filters.append(lambda c, a=age: time.time() - c.created >= a)

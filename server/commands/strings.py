@@ -24,7 +24,8 @@ from engine.store import Write
 
 from ..glob import literal_prefix, matches
 from ..resp import BULK_HEADERS, encode_bulk, encode_int
-from .base import (OK, SYNTAX, CommandError, bulk_or_null, command, null, parse_int, reply)
+from .base import (OK, SYNTAX, CommandError, as_text, bulk_or_null, command, null, parse_int,
+                   reply)
 
 # ---------------------------------------------------------------------------- helpers
 
@@ -512,7 +513,7 @@ def _expire(session, args, unit: str, name: str):
     for arg in args[3:]:
         flag = arg.lower()
         if flag not in (b"nx", b"xx", b"gt", b"lt"):
-            raise CommandError(f"ERR Unsupported option {arg.decode(errors='replace')}")
+            raise CommandError(f"ERR Unsupported option {as_text(arg)}")
         flags.add(flag)
     if b"nx" in flags and flags & {b"xx", b"gt", b"lt"}:
         raise CommandError("ERR NX and XX, GT or LT options at the same time are not compatible")

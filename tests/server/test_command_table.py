@@ -34,6 +34,8 @@ STANDARD = {
     "client": -2, "info": -1, "config": -2, "dbsize": 1, "time": 1, "flushdb": -1,
     "flushall": -1, "shutdown": -1, "save": 1, "bgsave": -1, "bgrewriteaof": 1, "lastsave": 1,
     "command": -1,
+    # transactions
+    "multi": 1, "exec": 1, "discard": 1, "watch": -2, "unwatch": 1,
     # keys and strings
     "get": 2, "set": -3, "setnx": 3, "setex": 4, "psetex": 4, "getset": 3, "getdel": 2,
     "getex": -2, "mget": -2, "mset": -3, "msetnx": -3, "del": -2, "unlink": -2, "exists": -2,

@@ -1,0 +1,121 @@
+"""Transactions: MULTI EXEC DISCARD WATCH UNWATCH, with Redis's replies and error texts.
+
+Queuing happens in the dispatcher (``Session.execute`` → ``Session._gate``): inside MULTI a
+command is checked (name, subcommand, arity, ``no_multi``) and answered ``+QUEUED``; a refused
+one dooms the transaction, and EXEC then answers ``EXECABORT``.  EXEC runs the queued commands
+back to back in this one call: the server is a single event loop and nothing here yields, so
+no other client's command can run in between.  Their writes form one store batch, and the
+connection holds EXEC's reply until they are durable under ``fsync=always``, like any write.
+
+WATCH remembers each key's *version*: the sequence number of the record the key currently
+points to (None when it is missing or expired).  Every write of a key (SET, DEL, EXPIRE...,
+from any client or the REST API) makes a new record with a new, never reused sequence number;
+compaction copies records with theirs, so it does not count as a change.  EXEC compares the
+versions again, which catches a modification, a deletion, an expiration and a FLUSHDB or
+KV.NAMESPACE DELETE of the key's namespace, without any work on the write path.  One
+difference from Redis: a key missing at WATCH that is created and removed again before EXEC
+looks unchanged, so that EXEC runs (its commands then see exactly what WATCH saw).
+"""
+
+from __future__ import annotations
+
+from engine import record as rec
+from engine.errors import NamespaceNotFoundError
+from engine.index import unpack_location
+
+from .base import OK, CommandError, command
+
+NULL_ARRAY_RESP2 = b"*-1\r\n"
+NULL_ARRAY_RESP3 = b"_\r\n"
+
+
+def key_version(store, number: int, key: bytes) -> int | None:
+    """The sequence number of the key's live record, or None when it has none."""
+    with store._lock:  # the location and the bytes it points to, read together
+        loc = store.lookup(number, key)
+        if loc is None:
+            return None
+        seg_no, offset, _ = unpack_location(loc)
+        segment = store._segments.get(seg_no)
+        if segment is not None:
+            head = store._read_bytes(segment, offset, rec.HEADER_SIZE)
+            if len(head) == rec.HEADER_SIZE:
+                return rec.parse_header(head).seq
+    entry = store.read_entry(number, key)  # not expected: the verified, slower way
+    return None if entry is None else entry.seq
+
+
+def _watched_changed(session) -> bool:
+    store = session.state.store
+    for (_, key), (namespace, version) in session.watched.items():
+        try:
+            number = namespace.number
+        except NamespaceNotFoundError:
+            return True  # the namespace itself was deleted
+        if key_version(store, number, key) != version:
+            return True
+    return False
+
+
+@command("multi")
+def multi(session, args):
+    if session.multi is not None:
+        raise CommandError("ERR MULTI calls can not be nested")
+    session.begin_multi()
+    return OK
+
+
+@command("discard")
+def discard(session, args):
+    if session.multi is None:
+        raise CommandError("ERR DISCARD without MULTI")
+    session.end_multi()
+    return OK
+
+
+@command("exec")
+def exec_(session, args):
+    queued = session.multi
+    if queued is None:
+        raise CommandError("ERR EXEC without MULTI")
+    failed = session.multi_failed
+    try:
+        changed = not failed and session.watched is not None and _watched_changed(session)
+    finally:
+        session.end_multi()  # out of MULTI before running: the commands run, not queue again
+    if failed:
+        raise CommandError("EXECABORT Transaction discarded because of previous errors.")
+    if changed:
+        return NULL_ARRAY_RESP3 if session.protocol == 3 else NULL_ARRAY_RESP2
+    execute = session.execute
+    store = session.state.store
+    store.begin_batch()  # the transaction's writes reach the file in one write
+    try:
+        replies = [execute(argv) for argv in queued]
+    finally:
+        store.end_batch()
+    session.last_command = "exec"
+    return b"*%d\r\n" % len(replies) + b"".join(replies)
+
+
+@command("watch")
+def watch(session, args):
+    if session.multi is not None:
+        raise CommandError("ERR WATCH inside MULTI is not allowed")
+    namespace = session.namespace
+    number = namespace.number  # a deleted namespace is reported here, once
+    store = session.state.store
+    watched = session.watched
+    if watched is None:
+        watched = session.watched = {}
+    for key in args[1:]:
+        slot = (namespace.id, key)
+        if slot not in watched:  # watched again: the first version stays, as in Redis
+            watched[slot] = (namespace, key_version(store, number, key))
+    return OK
+
+
+@command("unwatch")
+def unwatch(session, args):
+    session.watched = None
+    return OK
