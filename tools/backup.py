@@ -15,18 +15,28 @@ when the key has them.
 from __future__ import annotations
 
 import base64
-import json
 import os
 import sys
 import time
 
 from .kv_commands import RAW, namespace_options, target_options
-from .output import CLIError, info, print_json, progress, warn, write_text
+from .output import (
+    CLIError,
+    info,
+    json_text,
+    parse_json,
+    print_json,
+    progress,
+    shown,
+    warn,
+    write_text,
+)
 from .targets import (
     DEFAULT_DATA_DIR,
     LIST_PAGE,
     MAX_BULK_ITEMS,
     LocalTarget,
+    Unreadable,
     open_target,
 )
 
@@ -48,13 +58,8 @@ def _export_line(title: str, key: str, value: bytes, expiration, metadata) -> st
         line["expiration"] = int(expiration)
     if metadata is not None:
         line["metadata"] = metadata
-    text = json.dumps(line, ensure_ascii=False, separators=(",", ":"))
-    try:
-        text.encode("utf-8")
-    except UnicodeEncodeError:
-        # A key that is not valid UTF-8 (kept as lone surrogates): \u escapes round-trip it.
-        text = json.dumps(line, separators=(",", ":"))
-    return text + "\n"
+    # A key that is not valid UTF-8 (kept as lone surrogates): its \udcXY escapes round-trip it.
+    return json_text(line, separators=(",", ":")) + "\n"
 
 
 def _entries(target, names: list[str]):
@@ -65,18 +70,36 @@ def _entries(target, names: list[str]):
             yield name, target.get_entry(name)
 
 
+def _open_private(path: str):
+    """``path`` for writing, readable by its owner only: an export holds the store's data.
+    An existing file of that name (a ``.partial`` left by an interrupted run) is narrowed too."""
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    try:
+        os.fchmod(fd, 0o600)
+        return os.fdopen(fd, "w", encoding="utf-8", errors="surrogateescape")
+    except BaseException:
+        os.close(fd)
+        raise
+
+
+def _export_namespaces(target, args) -> list[dict]:
+    if args.namespace_id is not None or args.namespace is not None:
+        return [target.resolve_namespace(args.namespace_id, args.namespace)]
+    if target.url_namespace is not None:  # redis://host:port/DB: that namespace only
+        return [target.url_namespace]
+    return target.list_namespaces()
+
+
 def cmd_export(args) -> int:
     out = None
     count = 0
     total = 0
+    unreadable: list[tuple[str, str]] = []
     with open_target(args, create=False) as target:
-        namespaces = target.list_namespaces()
-        if args.namespace_id is not None or args.namespace is not None:
-            namespaces = [target.resolve_namespace(args.namespace_id, args.namespace)]
+        namespaces = _export_namespaces(target, args)
         to_stdout = args.file == "-"
         try:
-            out = sys.stdout if to_stdout else open(args.file + ".partial", "w",
-                                                    encoding="utf-8", errors="surrogateescape")
+            out = sys.stdout if to_stdout else _open_private(args.file + ".partial")
         except OSError as exc:
             raise CLIError(f"cannot write {args.file}: {exc.strerror}") from None
         try:
@@ -93,6 +116,9 @@ def cmd_export(args) -> int:
                         for name, entry in _entries(target, names):
                             if entry is None:  # deleted or expired since the listing
                                 continue
+                            if isinstance(entry, Unreadable):
+                                unreadable.append((f"{ns['title']}/{name}", entry.reason))
+                                continue
                             out.write(_export_line(ns["title"], name, *entry))
                             count += 1
                         bar.advance(len(names))
@@ -107,12 +133,19 @@ def cmd_export(args) -> int:
                 out.close()
     if not to_stdout:
         os.replace(args.file + ".partial", args.file)
-    summary = {"keys": count, "namespaces": len(namespaces), "file": args.file}
+    summary = {"keys": count, "namespaces": len(namespaces), "file": args.file,
+               "not_exported": [key for key, _ in unreadable]}
     if args.json and not to_stdout:
         print_json(summary)
     else:
         info(f"Exported {count} keys from {len(namespaces)} namespace(s) to "
              f"{'stdout' if to_stdout else args.file}")
+    if unreadable:
+        warn(f"{len(unreadable)} keys could not be exported exactly and are not in the "
+             f"export:")
+        for key, reason in unreadable[:1000]:
+            warn(f"  {shown(key)}: {reason}")
+        return 1
     return 0
 
 
@@ -140,6 +173,18 @@ class _Importer:
         title = self.override or line.get("namespace") or "default"
         if not isinstance(line.get("key"), str) or not isinstance(line.get("value"), str):
             raise CLIError(f"line {lineno}: each line needs string \"key\" and \"value\"")
+        if not isinstance(title, str):
+            raise CLIError(f"line {lineno}: \"namespace\" must be a namespace title (a string)")
+        try:
+            # \udc80-\udcff stand for key bytes that are not UTF-8; any other lone surrogate
+            # stands for nothing a key can hold.
+            line["key"].encode("utf-8", "surrogateescape")
+        except UnicodeEncodeError:
+            self.failures.append((f"{title}/{line['key']}",
+                                  "the key holds a lone surrogate escape that is not a byte "
+                                  "(only \\udc80-\\udcff are)"))
+            self.bar.advance(1)
+            return
         expiration = line.get("expiration")
         if expiration is not None and isinstance(expiration, (int, float)) \
                 and expiration <= self.now:
@@ -195,21 +240,25 @@ def _lines(path: str):
 
 def cmd_import(args) -> int:
     with open_target(args) as target, progress("Importing") as bar:
-        importer = _Importer(target, args.namespace, not args.no_create, bar)
+        override = args.namespace
+        if override is None and target.url_namespace is not None:
+            override = target.url_namespace["title"]  # redis://host:port/DB: into that one
+        importer = _Importer(target, override, not args.no_create, bar)
         for lineno, text in enumerate(_lines(args.file), 1):
             if not text.strip():
                 continue
             try:
-                line = json.loads(text)
+                line = parse_json(text, "it")
                 why = None if isinstance(line, dict) else "is not a JSON object"
             except ValueError as exc:
-                why = f"is not JSON ({exc})"
+                why = str(exc).removeprefix("it ").replace("is not valid JSON", "is not JSON")
             if why:
                 # Stop here, but keep the promise of the message: everything before this line
                 # is imported (the batch being gathered included), nothing after it.
                 importer.flush()
-                raise CLIError(f"{args.file} line {lineno} {why}; the lines before it were "
-                               f"imported, nothing after line {lineno - 1}")
+                done = ("nothing was imported" if lineno == 1 else
+                        f"the lines before it were imported, nothing after line {lineno - 1}")
+                raise CLIError(f"{args.file} line {lineno} {why}; {done}")
             importer.add(line, lineno)
         importer.flush()
     summary = {"imported": importer.ok, "skipped_expired": importer.skipped_expired,
@@ -223,7 +272,9 @@ def cmd_import(args) -> int:
     if importer.failures:
         warn(f"{len(importer.failures)} keys could not be imported:")
         for key, message in importer.failures[:1000]:
-            warn(f"  {key}: {message}")
+            warn(f"  {shown(key)}: {message}")
+        if len(importer.failures) > 1000:
+            warn(f"  ... and {len(importer.failures) - 1000} more")
         return 1
     return 0
 
@@ -297,7 +348,8 @@ def _local_stats(store) -> dict:
 def _remote_stats(target) -> dict:
     """Keys only: neither RESP nor REST tells how many bytes a namespace holds."""
     namespaces = []
-    for ns in target.list_namespaces():
+    chosen = [target.url_namespace] if target.url_namespace else target.list_namespaces()
+    for ns in chosen:
         target.use_namespace(ns["id"])
         keys = target.count_keys()
         if keys is None:  # no count over REST: list the keys

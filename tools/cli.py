@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import sys
 
 EXAMPLES_SERVE = """example:
@@ -29,7 +30,17 @@ def _size(text: str) -> int:
     try:
         return parse_size(text)
     except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a size such as 64mb or 0, got {text!r}")
+        raise argparse.ArgumentTypeError(f"expected a size such as 64mb or 0, got '{text}'")
+
+
+def _port(text: str) -> int:
+    try:
+        port = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a port number: '{text}'") from None
+    if not 0 <= port <= 65535:
+        raise argparse.ArgumentTypeError(f"{port} is not a TCP port (0-65535)")
+    return port
 
 
 def _add_serve(sub) -> None:
@@ -37,7 +48,7 @@ def _add_serve(sub) -> None:
                        description="Run edgekv's Redis-protocol server on a data directory.",
                        epilog=EXAMPLES_SERVE, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("config_file", nargs="?", help="optional redis.conf-style settings file")
-    p.add_argument("--port", type=int, help="TCP port (default 6379; 0 picks a free one)")
+    p.add_argument("--port", type=_port, help="TCP port (default 6379; 0 picks a free one)")
     p.add_argument("--bind", help="addresses to listen on, space separated (default 127.0.0.1)")
     p.add_argument("--data-dir", "--persist-to", dest="data_dir",
                    help="data directory (default ./edgekv-data)")
@@ -49,7 +60,7 @@ def _add_serve(sub) -> None:
                    help="smallest TTL in seconds a write may set (default 60, Workers KV's floor)")
     p.add_argument("--protected-mode", dest="protected_mode", choices=("yes", "no"),
                    help="refuse non-loopback binds without a password (default yes)")
-    p.add_argument("--http-port", dest="http_port", type=int,
+    p.add_argument("--http-port", dest="http_port", type=_port,
                    help="port of the Cloudflare-compatible REST API (default 8787, 0 = off)")
     p.add_argument("--api-token", dest="api_tokens", action="append", metavar="TOKEN",
                    help="REST API bearer token with read-write access (repeatable)")
@@ -112,7 +123,11 @@ def cmd_serve(args) -> int:
         if args.config_file:
             config.extra["config_file"] = args.config_file
         config.check()
-    except (ValueError, OSError) as exc:
+    except OSError as exc:  # the settings file
+        where = f"cannot read {exc.filename}: " if exc.filename else ""
+        print(f"edgekv serve: {where}{exc.strerror or exc}", file=sys.stderr)
+        return 2
+    except ValueError as exc:
         print(f"edgekv serve: {exc}", file=sys.stderr)
         return 2
     logging.basicConfig(level=getattr(logging, config.log_level.upper(), logging.INFO),
@@ -124,8 +139,14 @@ def cmd_serve(args) -> int:
         print(f"edgekv serve: {exc}", file=sys.stderr)
         return 1
     except OSError as exc:
-        print(f"edgekv serve: cannot listen on {config.bind}:{config.port}: {exc.strerror}",
-              file=sys.stderr)
+        if exc.filename:  # the data directory or the key file, not the socket
+            print(f"edgekv serve: cannot use {exc.filename}: {exc.strerror or exc}",
+                  file=sys.stderr)
+        else:
+            # asyncio's text quotes the address as a Python tuple: the errno says it plainly.
+            reason = os.strerror(exc.errno).lower() if exc.errno else str(exc)
+            print(f"edgekv serve: cannot listen on {config.bind}:{config.port}: {reason}",
+                  file=sys.stderr)
         return 1
     return 0
 

@@ -8,7 +8,6 @@ needs a Wrangler file (``--binding``), edgekv takes ``--namespace TITLE`` instea
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 
 from .output import (
@@ -16,8 +15,10 @@ from .output import (
     confirm,
     info,
     interactive,
+    parse_json,
     print_json,
     progress,
+    shown,
     warn,
     write_text,
 )
@@ -125,12 +126,15 @@ def cmd_namespace_rename(args) -> int:
 
 
 def _parse_metadata(text: str | None):
+    """Workers KV metadata is any JSON value (an object, array, string, number or boolean)
+    of at most 1024 bytes as ``JSON.stringify`` writes it; ``null`` means none.  The size
+    is the store's limit, checked where the key is written; the text must be JSON here."""
     if text is None:
         return None
     try:
-        return json.loads(text)
+        return parse_json(text, "--metadata")
     except ValueError as exc:
-        raise CLIError(f"--metadata is not valid JSON ({exc}); quote it, e.g. "
+        raise CLIError(f"{exc}; give a JSON value, quoted for the shell, e.g. "
                        f"--metadata '{{\"plan\":\"pro\"}}'", exit_code=2) from None
 
 
@@ -151,12 +155,13 @@ def cmd_key_put(args) -> int:
     value = _read_file(args.path) if args.path is not None else args.value.encode("utf-8")
     with open_target(args) as target:
         ns = _select(target, args)
+        # Status, not data: stderr, so `... > file` or a pipe gets only what was asked for.
         if args.path is not None:
-            write_text(f'Writing the contents of {args.path} to the key "{args.key}" on '
-                       f'namespace {ns["id"]}.\n')
+            info(f'Writing the contents of {args.path} to the key "{args.key}" on '
+                 f'namespace {ns["id"]}.')
         else:
-            write_text(f'Writing the value "{args.value}" to key "{args.key}" on namespace '
-                       f'{ns["id"]}.\n')
+            info(f'Writing the value "{args.value}" to key "{args.key}" on namespace '
+                 f'{ns["id"]}.')
         target.put(args.key, value, expiration=args.expiration, expiration_ttl=args.ttl,
                    metadata=metadata)
     return 0
@@ -187,7 +192,7 @@ def cmd_key_list(args) -> int:
 def cmd_key_delete(args) -> int:
     with open_target(args, create=False) as target:
         ns = _select(target, args)
-        write_text(f'Deleting the key "{args.key}" on namespace {ns["id"]}.\n')
+        info(f'Deleting the key "{args.key}" on namespace {ns["id"]}.')
         target.delete(args.key)
     return 0
 
@@ -201,9 +206,9 @@ BULK_ITEM_SHAPE = ('{"key": string, "value": string, "expiration"?: number, '
 def _load_json_array(path: str) -> list:
     data = _read_file(path)
     try:
-        items = json.loads(data)
+        items = parse_json(data, path)
     except ValueError as exc:
-        raise CLIError(f"{path} is not valid JSON: {exc}") from None
+        raise CLIError(str(exc)) from None
     if not isinstance(items, list):
         raise CLIError(f"{path} must hold a JSON array")
     return items
@@ -252,7 +257,7 @@ def _batches(items: list, size: int, value_bytes=None):
 def _report_failures(failures: list[tuple[str, str]], total: int, verb: str) -> None:
     warn(f"{len(failures)} of {total} keys could not be {verb}:")
     for key, message in failures[:1000]:
-        warn(f"  {key}: {message}")
+        warn(f"  {shown(key)}: {message}")
     if len(failures) > 1000:
         warn(f"  ... and {len(failures) - 1000} more")
 
@@ -307,7 +312,7 @@ def _bulk_outcome(args, ok: int, failures: list, total: int, verb: str) -> int:
         _report_failures(failures, total, verb)
         return 1
     if not args.json:
-        write_text("Success!\n")
+        info("Success!")
     return 0
 
 

@@ -28,8 +28,44 @@ def print_json(value, *, indent: int | None = 2) -> None:
     readable.  A key byte that is not UTF-8 (held as a lone surrogate, ``surrogateescape``) is
     written as its ``\\udcXY`` escape, as the REST API lists it: a U+FFFD in its place would
     make two keys look alike, and a bulk delete of the listed names reach the wrong one."""
-    text = json.dumps(value, indent=indent, ensure_ascii=False)
-    write_text(_LONE_SURROGATE.sub(lambda m: f"\\u{ord(m.group()):04x}", text) + "\n")
+    write_text(json_text(value, indent=indent) + "\n")
+
+
+def json_text(value, *, indent: int | None = None, separators=None) -> str:
+    """JSON as UTF-8-safe text: readable characters kept, and a key byte that is not UTF-8 (a
+    lone surrogate ``\\udcXY`` in Python, from ``surrogateescape``) written as that escape.
+    The RESP ``KV.BULKPUT`` and the REST bulk routes read the escape back as the byte; sent
+    raw, the byte would make the whole body invalid UTF-8 and the request would fail."""
+    text = json.dumps(value, indent=indent, ensure_ascii=False, separators=separators)
+    return _LONE_SURROGATE.sub(lambda m: f"\\u{ord(m.group()):04x}", text)
+
+
+def shown(text: str) -> str:
+    """Text for a message: a lone surrogate (a key byte that is not UTF-8) as its escape."""
+    return _LONE_SURROGATE.sub(lambda m: f"\\u{ord(m.group()):04x}", text)
+
+
+def has_lone_surrogate(text: str) -> bool:
+    return _LONE_SURROGATE.search(text) is not None
+
+
+def parse_json(text, what: str):
+    """``json.loads`` for user input, as strict as JSON itself: ``NaN`` and ``Infinity`` (which
+    Python accepts and JavaScript's ``JSON.parse`` does not) are refused, and so is nesting too
+    deep to parse, all as ``ValueError`` with a message that reads without Python."""
+    def no_constant(name):
+        raise ValueError(f"{name} is not a JSON value")
+    try:
+        return json.loads(text, parse_constant=no_constant)
+    except UnicodeDecodeError as exc:
+        raise ValueError(f"{what} is not UTF-8 text (byte {exc.start})") from None
+    except json.JSONDecodeError as exc:
+        raise ValueError(f"{what} is not valid JSON: {exc.msg.lower()} at line {exc.lineno} "
+                         f"column {exc.colno}") from None
+    except RecursionError:
+        raise ValueError(f"{what} is not usable JSON: nested too deeply") from None
+    except ValueError as exc:
+        raise ValueError(f"{what} is not valid JSON: {exc}") from None
 
 
 def write_text(text: str) -> None:

@@ -11,6 +11,7 @@ bulk get answers in text, and text cannot carry arbitrary bytes.
 
 from __future__ import annotations
 
+import http.client
 import json
 import os
 import uuid
@@ -18,8 +19,8 @@ from urllib.error import HTTPError, URLError
 from urllib.parse import quote, urlencode, urlsplit
 from urllib.request import Request, urlopen
 
-from .output import CLIError
-from .targets import LIST_PAGE, MAX_BULK_GET, Target
+from .output import CLIError, has_lone_surrogate, json_text
+from .targets import LIST_PAGE, MAX_BULK_GET, Target, Unreadable, pack_json_items
 
 API_ROOT = "/client/v4"
 DEFAULT_ACCOUNT = "local"
@@ -28,6 +29,12 @@ NAMESPACE_PAGE = 1000
 TIMEOUT = 120
 #: Bulk get answers in text; this is what it makes of bytes that are not UTF-8.
 _REPLACEMENT = "\ufffd"
+#: The REST API's largest bulk request body (``MAX_BULK_BODY_BYTES`` in server/http.py).
+MAX_BODY_BYTES = 100 * 1024 * 1024
+#: Why a key that is not UTF-8 cannot be written or read on its own over REST.
+BINARY_KEY = ("the key is not valid UTF-8 (its bytes are shown as \\udcXY escapes): the REST "
+              "API lists such keys and reads them through bulk get, but cannot write them or "
+              "read them one at a time; use the server's redis:// URL for this key")
 
 
 class RestError(CLIError):
@@ -44,8 +51,15 @@ class RestError(CLIError):
 
 
 def _compact(value) -> bytes:
-    return json.dumps(value, separators=(",", ":"), ensure_ascii=False).encode(
-        "utf-8", "surrogateescape")
+    # A key byte that is not UTF-8 goes out as its \udcXY escape, which bulk get and bulk
+    # delete read back as that byte (raw, it would make the body invalid JSON).
+    return json_text(value, separators=(",", ":")).encode("utf-8")
+
+
+def _text_key(key: str) -> None:
+    """Refuse, before any request, a key the REST API cannot take in a path."""
+    if has_lone_surrogate(key):
+        raise CLIError(BINARY_KEY)
 
 
 def _quote_key(key: str) -> str:
@@ -93,10 +107,18 @@ class RestTarget(Target):
         except HTTPError as exc:
             raise self._error(exc) from None
         except URLError as exc:
-            raise CLIError(f"cannot reach the REST API at {self.description}: {exc.reason}; is "
+            reason = exc.reason
+            if isinstance(reason, OSError) and reason.strerror:
+                reason = reason.strerror.lower()
+            raise CLIError(f"cannot reach the REST API at {self.description}: {reason}; is "
                            f"`edgekv serve --http-port PORT` running there?") from None
         except (TimeoutError, ConnectionError) as exc:
             raise CLIError(f"lost the connection to {self.description}: {exc}") from None
+        except http.client.HTTPException:
+            # A RESP port answers "-ERR ..." to an HTTP request line.
+            raise CLIError(f"{self.description} did not answer as an HTTP server; is it the "
+                           f"REST API's port (`edgekv serve --http-port PORT`)? A RESP port "
+                           f"takes a redis:// URL") from None
 
     def _error(self, exc: HTTPError) -> RestError:
         try:
@@ -119,14 +141,18 @@ class RestTarget(Target):
                        f"{self.account_id!r})")
         return RestError(message, exc.code, code, result, messages)
 
-    def _json(self, method: str, path: str = "", *, query: dict | None = None, payload=None):
-        body = None if payload is None else _compact(payload)
+    def _json(self, method: str, path: str = "", *, query: dict | None = None, payload=None,
+              body: bytes | None = None):
+        if body is None and payload is not None:
+            body = _compact(payload)
         _, _, raw = self._request(method, path, query=query, body=body,
                                   content_type="application/json" if body is not None else None)
         try:
             return json.loads(raw)
         except ValueError:
-            raise CLIError(f"unexpected answer from {self.description}: {raw[:200]!r}") from None
+            shown = raw[:200].decode("utf-8", "replace")
+            raise CLIError(f"unexpected answer from {self.description} (not JSON): "
+                           f"{shown}") from None
 
     def _ns_path(self, suffix: str = "") -> str:
         if self._ns_id is None:
@@ -178,6 +204,7 @@ class RestTarget(Target):
     # -- keys ------------------------------------------------------------------
 
     def put(self, key, value, *, expiration=None, expiration_ttl=None, metadata=None):
+        _text_key(key)
         query = {"expiration": expiration, "expiration_ttl": expiration_ttl}
         path = self._ns_path(f"/values/{_quote_key(key)}")
         if metadata is None:
@@ -197,6 +224,7 @@ class RestTarget(Target):
                       content_type=f"multipart/form-data; boundary={boundary}")
 
     def _get_value(self, key):
+        _text_key(key)
         try:
             _, headers, raw = self._request("GET", self._ns_path(f"/values/{_quote_key(key)}"))
         except RestError as exc:
@@ -247,7 +275,20 @@ class RestTarget(Target):
                 values = {}
             for key in batch:
                 item = values.get(key)
-                if item is None or _REPLACEMENT in item["value"]:
+                if has_lone_surrogate(key):
+                    # Bulk get is the only read such a key has: its text is exact unless it
+                    # holds U+FFFD, which may stand for bytes that are not UTF-8.
+                    if item is None:
+                        out.append(None)
+                    elif _REPLACEMENT in item["value"]:
+                        out.append(Unreadable(
+                            "the key is not valid UTF-8 and its value may not be either: the "
+                            "REST API can only read such a key as text, which would not be "
+                            "the stored bytes; export it over the server's redis:// URL"))
+                    else:
+                        out.append((item["value"].encode("utf-8"), item.get("expiration"),
+                                    item.get("metadata")))
+                elif item is None or _REPLACEMENT in item["value"]:
                     # Missing from the answer, gone, or possibly binary: the raw read decides.
                     out.append(self.get_entry(key))
                 else:
@@ -256,6 +297,7 @@ class RestTarget(Target):
         return out
 
     def delete(self, key):
+        _text_key(key)
         self._json("DELETE", self._ns_path(f"/values/{_quote_key(key)}"))
 
     def list_page(self, prefix, cursor, limit=LIST_PAGE):
@@ -269,11 +311,13 @@ class RestTarget(Target):
             page["cursor"] = next_cursor
         return page
 
-    def _bulk(self, method: str, suffix: str, payload) -> tuple[dict, dict]:
+    def _bulk(self, method: str, suffix: str, payload, body: bytes | None = None
+              ) -> tuple[dict, dict]:
         """``(result, {key: message})``: a 400 that still carries a result is a partial
         success (the valid items were written), not a failure of the request."""
         try:
-            return self._json(method, self._ns_path(suffix), payload=payload)["result"], {}
+            return self._json(method, self._ns_path(suffix), payload=payload,
+                              body=body)["result"], {}
         except RestError as exc:
             if exc.status != 400 or not isinstance(exc.result, dict):
                 raise
@@ -287,11 +331,30 @@ class RestTarget(Target):
             return exc.result, messages
 
     def bulk_put(self, items):
-        result, messages = self._bulk("PUT", "/bulk", items)
-        failed = list(result.get("unsuccessful_keys") or [])
-        return {"successful_key_count": int(result.get("successful_key_count", 0)),
-                "unsuccessful_keys": failed,
-                "errors": [(k, messages.get(k, "rejected by the server")) for k in failed]}
+        out = {"successful_key_count": 0, "unsuccessful_keys": [], "errors": []}
+
+        def refuse(key, message):
+            out["unsuccessful_keys"].append(key)
+            out["errors"].append((key, message))
+
+        writable = []
+        for item in items:
+            if has_lone_surrogate(item["key"]):
+                # The bulk write route refuses the whole request for one such key.
+                refuse(item["key"], BINARY_KEY)
+            else:
+                writable.append(item)
+        for kind, part, body in pack_json_items(writable, MAX_BODY_BYTES):
+            if kind == "single":
+                refuse(part["key"], f"the item is {len(body)} bytes as JSON, over the REST "
+                                    f"API's {MAX_BODY_BYTES}-byte request limit")
+                continue
+            result, messages = self._bulk("PUT", "/bulk", part, body=body)
+            failed = list(result.get("unsuccessful_keys") or [])
+            out["successful_key_count"] += int(result.get("successful_key_count", 0))
+            for key in failed:
+                refuse(key, messages.get(key, "rejected by the server"))
+        return out
 
     def bulk_delete(self, keys):
         if not keys:

@@ -12,12 +12,13 @@ Cloudflare's v4 API.
 
 from __future__ import annotations
 
+import base64
 import json
 import os
 from collections.abc import Iterator
-from urllib.parse import urlsplit
+from urllib.parse import parse_qs, urlencode, urlsplit, urlunsplit
 
-from .output import CLIError
+from .output import CLIError, json_text
 
 DEFAULT_DATA_DIR = "./edgekv-data"
 #: Workers KV's bulk limit per request.
@@ -32,6 +33,9 @@ class Target:
 
     #: Shown in messages ("on namespace X" / "at URL").
     description = ""
+    #: The namespace the URL itself names (``redis://host:port/DB``), which commands that would
+    #: otherwise act on every namespace (export, import, stats) keep to.
+    url_namespace: dict | None = None
 
     # -- namespaces ------------------------------------------------------------
     def list_namespaces(self) -> list[dict]:
@@ -268,23 +272,41 @@ class RedisTarget(Target):
             raise CLIError("--remote needs redis-py: pip install redis") from None
         self._redis = redis
         self.description = _redacted(url)
+        self.db, connect_url = _split_db(url, self.description)
+        #: The namespace ``/DB`` in the URL picks, once connected (``url_namespace``).
+        self.url_namespace: dict | None = None
+        self._ns_id: str | None = None
+        self._max_bulk: int | None = None
         try:
-            self.client = redis.Redis.from_url(url, protocol=3, single_connection_client=True,
+            # Connected without a DB: redis-py would SELECT it as a number on every
+            # (re)connection; the namespace is selected below, by id, and a reconnection
+            # selects whatever namespace is current (``use_namespace``).
+            self.client = redis.Redis.from_url(connect_url, protocol=3,
+                                               single_connection_client=True,
                                                socket_timeout=120, socket_connect_timeout=10)
             self.client.ping()
-        except (redis.ConnectionError, redis.TimeoutError) as exc:
-            raise CLIError(f"cannot reach the server at {self.description}: {exc}; is "
-                           f"`edgekv serve` running there?") from None
+        # AuthenticationError is a ConnectionError to redis-py: it goes first.
         except redis.AuthenticationError as exc:
-            raise CLIError(f"the server at {self.description} refused the password ({exc}); "
-                           f"put it in the URL: redis://:PASSWORD@HOST:PORT") from None
+            raise CLIError(f"the server at {self.description} refused the password "
+                           f"({_reason(exc)}); put it in the URL: redis://:PASSWORD@HOST:PORT"
+                           ) from None
+        except (redis.ConnectionError, redis.TimeoutError) as exc:
+            raise CLIError(f"cannot reach the server at {self.description}: "
+                           f"{_reason(exc)}; is `edgekv serve` running there?") from None
         except redis.ResponseError as exc:
             raise CLIError(f"the server at {self.description} said: {exc}") from None
         except ValueError as exc:
-            raise CLIError(f"bad --remote URL {self.description}: {exc}") from None
-        parts = urlsplit(url)
-        self.db = parts.path.strip("/") or None if parts.scheme != "unix" else None
-        self._ns_id: str | None = None
+            raise CLIError(f"bad --remote URL {self.description}: {exc}", exit_code=2) from None
+        if self.db is not None:
+            namespaces = self.list_namespaces()
+            if not 0 <= self.db < len(namespaces):
+                self.close()
+                raise CLIError(f"namespace index {self.db} in the URL {self.description} is "
+                               f"out of range: the server has {len(namespaces)} namespaces "
+                               f"(0-{len(namespaces) - 1}); `edgekv kv namespace list` shows "
+                               f"them in index order")
+            self.url_namespace = namespaces[self.db]
+            self.use_namespace(self.url_namespace["id"])
 
     def _call(self, *args):
         try:
@@ -312,20 +334,20 @@ class RedisTarget(Target):
     def use_namespace(self, ns_id):
         self._call("SELECT", ns_id)
         self._ns_id = ns_id
+        # redis-py SELECTs ``db`` on every new connection: a reconnection (its retries) or a
+        # pipeline's connection then lands in this namespace, never silently in index 0.
+        self.client.connection_pool.connection_kwargs["db"] = ns_id
+        if self.client.connection is not None:
+            self.client.connection.db = ns_id
 
     def resolve_namespace(self, ns_id, title):
-        if ns_id is None and title is None and self.db is not None:
+        if ns_id is None and title is None and self.url_namespace is not None:
             # redis://host:port/N: the server's namespace at index N, as redis-cli -n N.
-            namespaces = self.list_namespaces()
-            try:
-                return namespaces[int(self.db)]
-            except (ValueError, IndexError):
-                raise CLIError(f"the URL selects namespace index {self.db}, but the server has "
-                               f"{len(namespaces)} namespaces (0-{len(namespaces) - 1})") from None
+            return self.url_namespace
         return super().resolve_namespace(ns_id, title)
 
     def put(self, key, value, *, expiration=None, expiration_ttl=None, metadata=None):
-        args = ["KV.PUT", key, value]
+        args = ["KV.PUT", key, bytes(value)]
         if expiration is not None:
             args += ["EXPIRATION", str(expiration)]
         if expiration_ttl is not None:
@@ -405,14 +427,58 @@ class RedisTarget(Target):
             page["cursor"] = _text(m["cursor"])
         return page
 
+    def max_bulk_len(self) -> int:
+        """The server's proto-max-bulk-len: no argument (a ``KV.BULKPUT`` body, a value) may be
+        longer, or the server drops the connection."""
+        if self._max_bulk is None:
+            self._max_bulk = DEFAULT_MAX_BULK_LEN
+            try:
+                reply = self.client.execute_command("CONFIG", "GET", "proto-max-bulk-len")
+                found = _map(reply).get("proto-max-bulk-len")
+                if found is not None:
+                    self._max_bulk = int(found)
+            except (self._redis.ResponseError, ValueError, CLIError):
+                pass  # CONFIG refused (renamed, ACL): Redis's and edgekv's default
+        return self._max_bulk
+
     def bulk_put(self, items):
-        body = json.dumps(items, separators=(",", ":"), ensure_ascii=False)
-        m = _map(self._call("KV.BULKPUT", body.encode("utf-8", "surrogateescape")))
-        failed = [_text(k) for k in m.get("unsuccessful_keys") or []]
-        return {"successful_key_count": int(m.get("successful_key_count", 0)),
-                "unsuccessful_keys": failed,
-                "errors": [(k, "rejected by the server (check its key, value, expiration "
-                                    "and metadata)") for k in failed]}
+        limit = self.max_bulk_len()
+        out = {"successful_key_count": 0, "unsuccessful_keys": [], "errors": []}
+        for kind, part, body in pack_json_items(items, limit):
+            if kind == "batch":
+                m = _map(self._call("KV.BULKPUT", body))
+                failed = [_text(k) for k in m.get("unsuccessful_keys") or []]
+                out["successful_key_count"] += int(m.get("successful_key_count", 0))
+                out["unsuccessful_keys"] += failed
+                out["errors"] += [(k, "rejected by the server (check its key, value, expiration "
+                                      "and metadata)") for k in failed]
+            else:
+                # Alone over the limit as JSON (a 25 MiB binary value is 33 MiB of base64):
+                # sent as KV.PUT, whose value argument is the raw bytes.
+                error = self._put_item(part, len(body), limit)
+                if error is None:
+                    out["successful_key_count"] += 1
+                else:
+                    out["unsuccessful_keys"].append(part["key"])
+                    out["errors"].append((part["key"], error))
+        return out
+
+    def _put_item(self, item: dict, json_size: int, limit: int) -> str | None:
+        """One bulk item through KV.PUT: None when written, else why not."""
+        try:
+            value = item_value_bytes(item)
+        except ValueError as exc:
+            return str(exc)
+        if len(value) > limit:
+            return (f"the value is {len(value)} bytes ({json_size} as a bulk item), over the "
+                    f"server's proto-max-bulk-len of {limit} bytes; raise it on the server "
+                    f"(CONFIG SET proto-max-bulk-len) to write this key")
+        try:
+            self.put(item["key"], value, expiration=item.get("expiration"),
+                     expiration_ttl=item.get("expiration_ttl"), metadata=item.get("metadata"))
+        except RemoteError as exc:
+            return str(exc)
+        return None
 
     def bulk_delete(self, keys):
         if not keys:
@@ -431,8 +497,82 @@ class RedisTarget(Target):
             pass
 
 
+class Unreadable:
+    """What ``get_entries`` gives for a key it cannot read exactly: export reports the key
+    (with ``reason``) instead of writing something that is not what the store holds."""
+
+    def __init__(self, reason: str) -> None:
+        self.reason = reason
+
+
 class RemoteError(Exception):
     """An error reply from the server (its text is already the KV message)."""
+
+
+#: proto-max-bulk-len when the server does not say (Redis's default, and edgekv's).
+DEFAULT_MAX_BULK_LEN = 32 * 1024 * 1024
+
+
+def _split_db(url: str, shown: str) -> tuple[int | None, str]:
+    """``(DB index or None, the URL without it)``: ``redis://host:port/2`` is namespace index 2.
+    ``unix://`` URLs take it as ``?db=N``, as redis-py does."""
+    parts = urlsplit(url)
+    query = parse_qs(parts.query, keep_blank_values=True)
+    db_text = None
+    if parts.scheme != "unix":
+        path = parts.path.strip("/")
+        if path:
+            db_text = path
+        parts = parts._replace(path="")
+    if "db" in query:
+        db_text = query.pop("db")[-1]
+        parts = parts._replace(query=urlencode(query, doseq=True))
+    if db_text is None:
+        return None, urlunsplit(parts)
+    if not db_text.isdigit():
+        raise CLIError(f"bad --remote URL {shown}: the database must be a namespace index "
+                       f"(0, 1, ...), got {db_text!r}", exit_code=2)
+    return int(db_text), urlunsplit(parts)
+
+
+def _reason(exc: Exception) -> str:
+    """redis-py's message without its closing period (ours follows with '; ...')."""
+    return str(exc).rstrip(". ") or type(exc).__name__
+
+
+def item_value_bytes(item: dict) -> bytes:
+    """A wrangler-style bulk item's value as the bytes it stands for."""
+    if item.get("base64"):
+        try:
+            return base64.b64decode(item["value"], validate=True)
+        except (ValueError, TypeError):
+            raise ValueError("the value is marked base64 but is not valid base64") from None
+    return item["value"].encode("utf-8", "surrogateescape")
+
+
+def pack_json_items(items: list[dict], limit: int):
+    """Cut ``items`` into JSON-array bodies of at most ``limit`` bytes each (the wire size,
+    escapes and all).  Yields ``("batch", items, body)``, or ``("single", item, item_json)``
+    for an item too large to travel in any array body; the caller decides what to do with
+    it."""
+    batch: list[dict] = []
+    parts: list[bytes] = []
+    size = 2  # the brackets
+    for item in items:
+        part = json_text(item, separators=(",", ":")).encode("utf-8")
+        if len(part) + 2 > limit:
+            yield "single", item, part
+            continue
+        extra = len(part) + (1 if parts else 0)
+        if parts and size + extra > limit:
+            yield "batch", batch, b"[" + b",".join(parts) + b"]"
+            batch, parts, size = [], [], 2
+            extra = len(part)
+        batch.append(item)
+        parts.append(part)
+        size += extra
+    if parts:
+        yield "batch", batch, b"[" + b",".join(parts) + b"]"
 
 
 def _redacted(url: str) -> str:

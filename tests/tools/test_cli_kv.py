@@ -63,7 +63,9 @@ def test_key_put_get_list_delete(where, ns_title, tmp_path):
     put = edgekv("kv", "key", "put", "greeting", "hello", *n, *where, "--ttl", "3600",
                  "--metadata", '{"lang":"en"}')
     assert put.returncode == 0, put.stderr
-    assert put.text.startswith('Writing the value "hello" to key "greeting" on namespace ')
+    # Status lines go to stderr; stdout carries data only.
+    assert put.stdout == b""
+    assert put.stderr.startswith('Writing the value "hello" to key "greeting" on namespace ')
 
     got = edgekv("kv", "key", "get", "greeting", *n, *where)
     assert got.returncode == 0 and got.stdout == b"hello"  # raw, no newline
@@ -73,7 +75,7 @@ def test_key_put_get_list_delete(where, ns_title, tmp_path):
     blob = bytes(range(256)) * 3
     (tmp_path / "blob.bin").write_bytes(blob)
     put = edgekv("kv", "key", "put", "blob", "--path", tmp_path / "blob.bin", *n, *where)
-    assert put.returncode == 0 and "Writing the contents of" in put.text
+    assert put.returncode == 0 and "Writing the contents of" in put.stderr
     assert edgekv("kv", "key", "get", "blob", *n, *where).stdout == blob
 
     exp = int(time.time()) + 7200
@@ -96,7 +98,8 @@ def test_key_put_get_list_delete(where, ns_title, tmp_path):
 
     deleted = edgekv("kv", "key", "delete", "greeting", *n, *where)
     assert deleted.returncode == 0
-    assert deleted.text.startswith('Deleting the key "greeting" on namespace ')
+    assert deleted.stdout == b""
+    assert deleted.stderr.startswith('Deleting the key "greeting" on namespace ')
     missing = edgekv("kv", "key", "get", "greeting", *n, *where)
     assert missing.returncode == 1 and missing.stdout == b""
     assert missing.stderr.strip() == "Value not found"
@@ -151,7 +154,7 @@ def test_bulk_put_get_delete(where, ns_title, tmp_path):
     (tmp_path / "put.json").write_text(json.dumps(items))
     put = edgekv("kv", "bulk", "put", tmp_path / "put.json", *n, *where)
     assert put.returncode == 0, put.stderr
-    assert put.text == "Success!\n"
+    assert put.stdout == b"" and put.stderr == "Success!\n"
     assert edgekv("kv", "key", "get", "b", *n, *where).stdout == b"hi"
 
     (tmp_path / "get.json").write_text(json.dumps(["a", {"name": "b"}, "zz"]))
@@ -167,7 +170,7 @@ def test_bulk_put_get_delete(where, ns_title, tmp_path):
     # Deletes accept what `kv key list` prints.
     (tmp_path / "del.json").write_text(json.dumps([{"name": "a"}, "b", {"name": "c"}]))
     deleted = edgekv("kv", "bulk", "delete", tmp_path / "del.json", *n, *where)
-    assert deleted.returncode == 0 and deleted.text == "Success!\n"
+    assert deleted.returncode == 0 and deleted.stdout == b"" and deleted.stderr == "Success!\n"
     assert [k["name"] for k in edgekv("kv", "key", "list", *n, *where).json()] == ["d"]
 
 
