@@ -154,11 +154,12 @@ def run(values: int = 20_000, rounds: int = 5, fsync: str = "no", directory: str
 
 def server_run(value_sizes=(100, 1024), pipelines=(1, 16), rounds: int = 3,
                requests: int = 100_000, clients: int = 50, fsync: str = "everysec",
-               progress=None) -> dict:
+               read_cache: str | None = None, progress=None) -> dict:
     """What a client sees: ``redis-benchmark -t set,get`` against two servers, one with the
     defaults (encrypted+compressed) and one ``--encryption no --compression-threshold 0``,
     both without background compaction, alternating A/B.  Rates are wall-clock requests per
-    second; server CPU per request too, SET and GET in separate runs."""
+    second; server CPU per request too, SET and GET in separate runs.  ``read_cache``: both
+    servers' ``--read-cache`` ("0": every GET opens its record, the worst case for sealing)."""
     from pathlib import Path
 
     from resp_vs_redis import Server, check_tools, measured_benchmark
@@ -172,6 +173,8 @@ def server_run(value_sizes=(100, 1024), pipelines=(1, 16), rounds: int = 3,
     options = {"plain": ("--encryption", "no", "--compression-threshold", "0",
                          "--compaction-threshold", "0"),
                "encrypted+compressed": ("--compaction-threshold", "0")}
+    if read_cache is not None:
+        options = {name: extra + ("--read-cache", read_cache) for name, extra in options.items()}
     rows: list[dict] = []
     servers = {}
     try:
@@ -233,7 +236,7 @@ def server_run(value_sizes=(100, 1024), pipelines=(1, 16), rounds: int = 3,
                 row["cpu_ratios"] = paired
                 summary.append(row)
     return {"fsync": fsync, "rounds": rounds, "requests": requests, "clients": clients,
-            "runs": rows, "summary": summary}
+            "read_cache": read_cache, "runs": rows, "summary": summary}
 
 
 def _median(values: list):
@@ -246,7 +249,8 @@ def _server_table(results: dict) -> str:
              f"{results['requests']}, fsync={results['fsync']}, median of {results['rounds']} "
              f"alternating rounds; requests per wall-clock second, and server CPU per "
              f"request (the target is judged on CPU: requests per CPU second, sealed / plain, "
-             f"the median of each round's ratio)",
+             f"the median of each round's ratio); read cache "
+             f"{results.get('read_cache') or 'the default'} in both",
              "",
              f"{'value':>6} {'-P':>3} {'test':<4} {'plain/s':>10} {'enc+zstd/s':>11} "
              f"{'ratio':>6} {'plain us':>9} {'enc us':>7} {'CPU ratio':>9}  target"]
@@ -302,10 +306,14 @@ def main(argv=None) -> int:
                              "(needs redis-benchmark; --rounds applies)")
     parser.add_argument("--requests", type=int, default=100_000,
                         help="with --server: requests per redis-benchmark run")
+    parser.add_argument("--read-cache", default=None, metavar="SIZE",
+                        help="with --server: both servers' --read-cache (0: every GET opens "
+                             "and decrypts its record); default: the server's own")
     args = parser.parse_args(argv)
     if args.server:
         results = server_run(rounds=args.rounds, requests=args.requests,
                              fsync="everysec" if args.fsync == "no" else args.fsync,
+                             read_cache=args.read_cache,
                              progress=None if args.json else lambda m: print(m, file=sys.stderr))
         print(json.dumps(results, indent=1) if args.json else _server_table(results))
         return 0
