@@ -90,6 +90,34 @@ class ServerProcess:
         return self.proc.returncode
 
 
+@pytest.fixture(scope="module")
+def reference():
+    """A real redis-server 7 for differential tests, or None when none is installed."""
+    with redis_server() as (client, version):
+        yield client if version and version[0] == 7 else None
+
+
+def resp_command(*args: bytes) -> bytes:
+    """One command in RESP, as clients send it."""
+    return b"*%d\r\n" % len(args) + b"".join(b"$%d\r\n%s\r\n" % (len(a), a) for a in args)
+
+
+def raw_replies(port: int, payload: bytes) -> bytes:
+    """Send ``payload`` on a fresh connection, then an ECHO; return every reply before the
+    ECHO's, byte for byte."""
+    marker = b"end-of-replies-4e2a"
+    end = b"$%d\r\n%s\r\n" % (len(marker), marker)
+    with socket.create_connection(("127.0.0.1", port), timeout=10) as sock:
+        sock.sendall(payload + resp_command(b"ECHO", marker))
+        data = b""
+        while not data.endswith(end):
+            chunk = sock.recv(65536)
+            if not chunk:
+                raise AssertionError(f"connection closed; got {data!r}")
+            data += chunk
+    return data[:-len(end)]
+
+
 def start_server(data_dir: Path, log_path: Path, *extra: str, fsync: str = "always",
                  port: int | None = None) -> ServerProcess:
     port = port or free_port()

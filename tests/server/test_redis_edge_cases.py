@@ -16,7 +16,7 @@ import redis
 
 from engine import semantics
 from engine.errors import KVValidationError
-from tests.server.conftest import redis_server, start_server
+from tests.server.conftest import start_server
 
 INVALID = "invalid expire time in '{}' command"
 NOT_INTEGER = "value is not an integer or out of range"
@@ -36,13 +36,6 @@ def edgekv(tmp_path_factory):
     server = start_server(tmp / "data", tmp / "server.log", "--min-ttl", "60", fsync="everysec")
     yield server
     server.stop()
-
-
-@pytest.fixture(scope="module")
-def reference():
-    """A real redis-server 7, or None when none is installed."""
-    with redis_server() as (client, version):
-        yield client if version and version[0] == 7 else None
 
 
 @pytest.fixture

@@ -4,12 +4,11 @@ what a connection sees once its selected namespace is deleted by another client.
 
 from __future__ import annotations
 
-import socket
 
 import pytest
 import redis
 
-from tests.server.conftest import redis_server, start_server
+from tests.server.conftest import raw_replies as raw, resp_command as cmd, start_server
 
 
 @pytest.fixture(scope="module")
@@ -20,36 +19,11 @@ def edgekv(tmp_path_factory):
     server.stop()
 
 
-@pytest.fixture(scope="module")
-def reference():
-    with redis_server() as (client, version):
-        yield client if version and version[0] == 7 else None
-
-
 @pytest.fixture
 def r(edgekv):
     client = edgekv.client()
     yield client
     client.close()
-
-
-def cmd(*args: bytes) -> bytes:
-    return b"*%d\r\n" % len(args) + b"".join(b"$%d\r\n%s\r\n" % (len(a), a) for a in args)
-
-
-def raw(port: int, payload: bytes) -> bytes:
-    """Send ``payload`` and a final ECHO; return every reply before the ECHO's."""
-    marker = b"end-of-replies-4e2a"
-    end = b"$%d\r\n%s\r\n" % (len(marker), marker)
-    with socket.create_connection(("127.0.0.1", port), timeout=10) as sock:
-        sock.sendall(payload + cmd(b"ECHO", marker))
-        data = b""
-        while not data.endswith(end):
-            chunk = sock.recv(65536)
-            if not chunk:
-                raise AssertionError(f"connection closed; got {data!r}")
-            data += chunk
-    return data[:-len(end)]
 
 
 def port_of(client: redis.Redis) -> int:

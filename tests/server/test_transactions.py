@@ -14,7 +14,7 @@ import pytest
 import redis
 import redis.asyncio
 
-from tests.server.conftest import redis_server, start_server
+from tests.server.conftest import raw_replies as raw, resp_command as cmd, start_server
 
 
 @pytest.fixture(scope="module")
@@ -23,12 +23,6 @@ def edgekv(tmp_path_factory):
     server = start_server(tmp / "data", tmp / "server.log", "--min-ttl", "1", fsync="always")
     yield server
     server.stop()
-
-
-@pytest.fixture(scope="module")
-def reference():
-    with redis_server() as (client, version):
-        yield client if version and version[0] == 7 else None
 
 
 @pytest.fixture(params=[2, 3], ids=["resp2", "resp3"])
@@ -49,24 +43,6 @@ def other(edgekv):
     client = edgekv.client()
     yield client
     client.close()
-
-
-def cmd(*args: bytes) -> bytes:
-    return b"*%d\r\n" % len(args) + b"".join(b"$%d\r\n%s\r\n" % (len(a), a) for a in args)
-
-
-def raw(port: int, payload: bytes) -> bytes:
-    """Send ``payload`` and a final ECHO; return every reply before the ECHO's."""
-    marker = b"end-of-replies-7c1f"
-    with socket.create_connection(("127.0.0.1", port), timeout=10) as sock:
-        sock.sendall(payload + cmd(b"ECHO", marker))
-        data = b""
-        while not data.endswith(b"$%d\r\n%s\r\n" % (len(marker), marker)):
-            chunk = sock.recv(65536)
-            if not chunk:
-                raise AssertionError(f"connection closed; got {data!r}")
-            data += chunk
-    return data[:-len(b"$%d\r\n%s\r\n" % (len(marker), marker))]
 
 
 # ---------------------------------------------------------------------------- redis-py
