@@ -12,12 +12,9 @@ already-validated options, and can skip waiting for fsync so a pipeline shares o
 
 from __future__ import annotations
 
-import base64
-import binascii
 import functools
 import io
 import json
-import re
 from typing import Any, Iterable, NamedTuple
 
 from . import semantics
@@ -27,7 +24,6 @@ from .store import Entry, Store, Write
 
 _READ_CHUNK = 1024 * 1024
 _FAST_TYPES = ("text", "bytes")
-_NOT_BASE64_TEXT = re.compile(r"[\r\n\t ]")  # whitespace a base64 value may wrap with
 
 
 class ValueWithMetadata(NamedTuple):
@@ -389,10 +385,8 @@ class Namespace:
         value = item["value"]
         if item.get("base64"):
             try:
-                # Strict (line breaks aside): a lenient decoder skips what is not base64, so
-                # "!!!" would be stored as an empty value and reported written.
-                value = base64.b64decode(_NOT_BASE64_TEXT.sub("", value), validate=True)
-            except (binascii.Error, ValueError, TypeError):
+                value = semantics.decode_base64_value(value)
+            except ValueError:
                 shown = json.dumps(item["key"], ensure_ascii=False)
                 raise KVValidationError(f"Value of {shown} is not valid base64.")
         elif isinstance(value, str):

@@ -1294,6 +1294,23 @@ class Store:
                 return None
             return loc
 
+    def record_seq(self, ns: int, key: bytes) -> int | None:
+        """The sequence number of the key's live record, or None when it has none: a version
+        that every write of the key changes (sequence numbers are never reused) and compaction
+        keeps (it copies records with theirs).  The server's WATCH compares it."""
+        with self._lock:  # the location and the bytes it points to, read together
+            loc = self.lookup(ns, key)
+            if loc is None:
+                return None
+            seg_no, offset, _ = unpack_location(loc)
+            seg = self._segments.get(seg_no)
+            if seg is not None:
+                head = self._read_bytes(seg, offset, rec.HEADER_SIZE)
+                if len(head) == rec.HEADER_SIZE:
+                    return rec.parse_header(head).seq
+        entry = self.read_entry(ns, key)  # not expected: the verified, slower way
+        return None if entry is None else entry.seq
+
     def read_entry(self, ns: int, key: bytes) -> Entry | None:
         """The key's stored value, expiration and metadata, verified; None when absent."""
         self._check_open()

@@ -36,8 +36,7 @@ def json_text(value, *, indent: int | None = None, separators=None) -> str:
     lone surrogate ``\\udcXY`` in Python, from ``surrogateescape``) written as that escape.
     The RESP ``KV.BULKPUT`` and the REST bulk routes read the escape back as the byte; sent
     raw, the byte would make the whole body invalid UTF-8 and the request would fail."""
-    text = json.dumps(value, indent=indent, ensure_ascii=False, separators=separators)
-    return _LONE_SURROGATE.sub(lambda m: f"\\u{ord(m.group()):04x}", text)
+    return shown(json.dumps(value, indent=indent, ensure_ascii=False, separators=separators))
 
 
 def shown(text: str) -> str:

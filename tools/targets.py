@@ -12,7 +12,6 @@ Cloudflare's v4 API.
 
 from __future__ import annotations
 
-import base64
 import json
 import os
 from collections.abc import Iterator
@@ -543,9 +542,10 @@ def _reason(exc: Exception) -> str:
 def item_value_bytes(item: dict) -> bytes:
     """A wrangler-style bulk item's value as the bytes it stands for."""
     if item.get("base64"):
+        from engine.semantics import decode_base64_value  # lazily, as tools/ does with engine
         try:
-            return base64.b64decode(item["value"], validate=True)
-        except (ValueError, TypeError):
+            return decode_base64_value(item["value"])
+        except ValueError:
             raise ValueError("the value is marked base64 but is not valid base64") from None
     return item["value"].encode("utf-8", "surrogateescape")
 

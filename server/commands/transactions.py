@@ -7,7 +7,7 @@ back to back in this one call: the server is a single event loop and nothing her
 no other client's command can run in between.  Their writes form one store batch, and the
 connection holds EXEC's reply until they are durable under ``fsync=always``, like any write.
 
-WATCH remembers each key's *version*: the sequence number of the record the key currently
+WATCH remembers each key's *version* (``Store.record_seq``): the sequence number of the record the key currently
 points to (None when it is missing or expired).  Every write of a key (SET, DEL, EXPIRE...,
 from any client or the REST API) makes a new record with a new, never reused sequence number;
 compaction copies records with theirs, so it does not count as a change.  EXEC compares the
@@ -19,30 +19,12 @@ looks unchanged, so that EXEC runs (its commands then see exactly what WATCH saw
 
 from __future__ import annotations
 
-from engine import record as rec
 from engine.errors import NamespaceNotFoundError
-from engine.index import unpack_location
 
 from .base import OK, CommandError, command
 
 NULL_ARRAY_RESP2 = b"*-1\r\n"
 NULL_ARRAY_RESP3 = b"_\r\n"
-
-
-def key_version(store, number: int, key: bytes) -> int | None:
-    """The sequence number of the key's live record, or None when it has none."""
-    with store._lock:  # the location and the bytes it points to, read together
-        loc = store.lookup(number, key)
-        if loc is None:
-            return None
-        seg_no, offset, _ = unpack_location(loc)
-        segment = store._segments.get(seg_no)
-        if segment is not None:
-            head = store._read_bytes(segment, offset, rec.HEADER_SIZE)
-            if len(head) == rec.HEADER_SIZE:
-                return rec.parse_header(head).seq
-    entry = store.read_entry(number, key)  # not expected: the verified, slower way
-    return None if entry is None else entry.seq
 
 
 def _watched_changed(session) -> bool:
@@ -52,7 +34,7 @@ def _watched_changed(session) -> bool:
             number = namespace.number
         except NamespaceNotFoundError:
             return True  # the namespace itself was deleted
-        if key_version(store, number, key) != version:
+        if store.record_seq(number, key) != version:
             return True
     return False
 
@@ -111,7 +93,7 @@ def watch(session, args):
     for key in args[1:]:
         slot = (namespace.id, key)
         if slot not in watched:  # watched again: the first version stays, as in Redis
-            watched[slot] = (namespace, key_version(store, number, key))
+            watched[slot] = (namespace, store.record_seq(number, key))
     return OK
 
 
