@@ -38,6 +38,7 @@ from itertools import accumulate, groupby
 import xxhash
 
 from .errors import StoreError
+from .segment import give_back_free_memory
 
 #: record flags that make a hint entry "special": replayed from the record itself
 _SPECIAL = bytes(i & 0x09 for i in range(256))  # TOMBSTONE | CATALOG
@@ -161,11 +162,103 @@ _ROW_SIZE = _ROW.size
 #: ``(offset in a row, width)`` of each column.
 _LOCATION, _SEQ, _FLAGS, _KEY_ID, _KEY_LEN = (0, 8), (8, 8), (16, 1), (17, 1), (18, 2)
 
+#: Bytes of rows a ``HintColumns`` with a spill file keeps in memory before moving its rows and
+#: keys there.  A full 64 MiB segment of small records has some 12 MB of entries, which would
+#: otherwise stay in memory until the segment seals: about 12 bytes of RSS per key in a store
+#: of a million keys, for data nothing reads before then.
+SPILL_BYTES = 256 * 1024
+SPILL_SUFFIX = ".hint.spill"
+#: A chunk of the spill file: stored length, rows length, keys length, key id (0: plaintext).
+_SPILL_CHUNK = struct.Struct("<IIIB")
+#: What a sealed chunk is bound to: its segment and its place in the file.
+_SPILL_AAD = struct.Struct("<8sIIIIB")
+
+
+def spill_name(seg_no: int) -> str:
+    return f"{seg_no:08d}{SPILL_SUFFIX}"
+
+
+class HintSpill:
+    """The scratch file where the active segment's older hint entries wait for its sealing.
+
+    Written without fsync and never trusted by a later process (opening deletes every spill
+    file: the active segment is scanned instead, as it always was).  In an encrypted store each
+    chunk is sealed like a hint file, since it holds keys."""
+
+    __slots__ = ("path", "seg_no", "codec", "fd", "size", "chunks")
+
+    def __init__(self, path: str, seg_no: int, codec=None) -> None:
+        self.path = path
+        self.seg_no = seg_no
+        self.codec = codec if codec is not None and codec.encrypting else None
+        self.fd: int | None = None
+        self.size = 0
+        self.chunks = 0
+
+    def write(self, rows: bytes, keys: bytes) -> bool:
+        """Append one chunk; False (and nothing kept of it) when the file cannot take it."""
+        key_id = 0
+        body = rows + keys
+        if self.codec is not None:
+            def aad_for(kid: int) -> bytes:
+                return _SPILL_AAD.pack(b"EKVSPILL", self.seg_no, self.chunks, len(rows),
+                                       len(keys), kid)
+            aad, body = self.codec.seal_blob(body, aad_for)
+            key_id = aad[-1]
+        data = _SPILL_CHUNK.pack(len(body), len(rows), len(keys), key_id) + body
+        try:
+            if self.fd is None:
+                self.fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_TRUNC, 0o600)
+            if os.pwrite(self.fd, data, self.size) != len(data):
+                raise OSError("short write")
+        except OSError:
+            return False
+        self.size += len(data)
+        self.chunks += 1
+        return True
+
+    def read(self) -> tuple[bytes, bytes]:
+        """Every chunk's rows and keys, joined; ``HintError`` if the file is not what was
+        written."""
+        data = os.pread(self.fd, self.size, 0) if self.fd is not None else b""
+        if len(data) != self.size:
+            raise HintError(f"spill file {self.path} is shorter than written")
+        rows, keys = [], []
+        pos = 0
+        for chunk in range(self.chunks):
+            stored, rows_len, keys_len, key_id = _SPILL_CHUNK.unpack_from(data, pos)
+            pos += _SPILL_CHUNK.size
+            body = data[pos:pos + stored]
+            pos += stored
+            if self.codec is not None or key_id:
+                if self.codec is None:
+                    raise HintError(f"spill file {self.path} is encrypted")
+                aad = _SPILL_AAD.pack(b"EKVSPILL", self.seg_no, chunk, rows_len, keys_len, key_id)
+                try:
+                    body = self.codec.open_blob(key_id, body, aad)
+                except ValueError as exc:
+                    raise HintError(f"spill file {self.path}: {exc}") from None
+            if len(body) != rows_len + keys_len:
+                raise HintError(f"spill file {self.path}: a chunk has the wrong length")
+            rows.append(body[:rows_len])
+            keys.append(body[rows_len:])
+        return b"".join(rows), b"".join(keys)
+
+    def discard(self) -> None:
+        if self.fd is not None:
+            os.close(self.fd)
+            self.fd = None
+            try:
+                os.unlink(self.path)
+            except FileNotFoundError:
+                pass
+
 
 class HintColumns:
     """A sealed segment's hint entries in record order (nothing relies on the order): one
-    packed row per record plus its index key, about 45 bytes of memory per record and no
-    Python object per record.
+    packed row per record plus its index key, about 45 bytes per record and no Python object
+    per record.  With a ``spill`` file only the newest ``SPILL_BYTES`` of rows stay in memory;
+    the rest wait in the file (``HintSpill``) until the segment seals.
 
     Filled two ways: by the store as it appends each record to its active segment (so that
     sealing the segment needs no second read of it: the scan below costs 3 to 6 µs a record,
@@ -174,71 +267,102 @@ class HintColumns:
     ``end`` is where the last record added ends; the columns describe the segment only if that
     is its size when sealed.  Rows rather than one array per column: ``add`` runs for every
     put, and two appends cost less than six; the columns are cut out of the rows at sealing.
+    The owner calls ``discard`` when it no longer needs them, to delete the spill file.
     """
 
-    __slots__ = ("seg_no", "end", "rows", "key_blob", "exp", "meta")
+    __slots__ = ("seg_no", "end", "rows", "key_blob", "exp", "meta", "spill", "spill_at",
+                 "spilled")
 
-    def __init__(self, seg_no: int, end: int) -> None:
+    def __init__(self, seg_no: int, end: int, spill: HintSpill | None = None) -> None:
         self.seg_no = seg_no
         self.end = end
         self.rows = bytearray()
         self.key_blob = bytearray()
         self.exp: list[tuple[int, int]] = []
         self.meta: list[tuple[int, bytes]] = []
+        self.spill = spill
+        #: rows in memory that trigger a move to the spill file (never, without one)
+        self.spill_at = SPILL_BYTES if spill is not None else 1 << 62
+        self.spilled = 0  # entries in the spill file
 
     def add(self, ikey, location: int, seq: int, flags: int, key_id: int, expire_ms: int,
             metadata, end: int) -> None:
         """One record: its index key (namespace + key), packed location, header fields,
         metadata JSON, and the offset where it ends."""
         if expire_ms or metadata:
-            n = len(self.rows) // _ROW_SIZE
+            n = self.spilled + len(self.rows) // _ROW_SIZE
             if expire_ms:
                 self.exp.append((n, expire_ms))
             if metadata:
                 self.meta.append((n, bytes(metadata)))
-        self.rows += _ROW_PACK(location, seq, flags, key_id, len(ikey))
+        rows = self.rows
+        rows += _ROW_PACK(location, seq, flags, key_id, len(ikey))
         self.key_blob += ikey
         self.end = end
+        if len(rows) >= self.spill_at:
+            self._spill_out()
+
+    def _spill_out(self) -> None:
+        rows = self.rows
+        if self.spill.write(bytes(rows), bytes(self.key_blob)):
+            self.spilled += len(rows) // _ROW_SIZE
+            self.rows = bytearray()
+            self.key_blob = bytearray()
+            give_back_free_memory()
+        else:  # no room on the disk: keep them in memory, as without a spill file
+            self.spill_at = 1 << 62
 
     @property
     def nbytes(self) -> int:
-        """About what the columns hold in memory (metadata left out)."""
-        return len(self.key_blob) + len(self.rows)
+        """About what the columns hold, in memory and spilled (metadata left out)."""
+        return len(self.key_blob) + len(self.rows) + (self.spill.size if self.spill else 0)
 
-    def _column(self, field: tuple[int, int]) -> bytes:
-        """One field of every row, little-endian: the bytes of that column in the file."""
-        offset, width = field
-        rows = self.rows
-        if width == 1:
-            return bytes(rows[offset::_ROW_SIZE])
-        column = bytearray(len(rows) // _ROW_SIZE * width)
-        for i in range(width):
-            column[i::width] = rows[offset + i::_ROW_SIZE]
-        return bytes(column)
+    def discard(self) -> None:
+        """Delete the spill file; the columns are of no more use."""
+        if self.spill is not None:
+            self.spill.discard()
 
     def encode(self, codec, segment_size: int,
                header_no: int | None = None) -> tuple[HintWriter, int, bytes] | None:
         """``(writer, segment size, encoded file)``, or None when the columns do not end where
-        the segment does.  The hint is sealed with the key of the segment's own records (the
-        newest one, if it holds several), so it adds no key to what the segment needs; a
-        plaintext segment in an encrypted store gets a hint under the active key.
-        ``header_no``: the number in the segment's header, when opening renamed the segment
-        (the hint is written under it; the columns hold the file's number)."""
+        the segment does (or their spill file is not as written).  The hint is sealed with the
+        key of the segment's own records (the newest one, if it holds several), so it adds no
+        key to what the segment needs; a plaintext segment in an encrypted store gets a hint
+        under the active key.  ``header_no``: the number in the segment's header, when opening
+        renamed the segment (the hint is written under it; the columns hold the file's number)."""
         if segment_size != self.end:
             return None
-        key_ids = self._column(_KEY_ID)
+        rows, key_blob = bytes(self.rows), bytes(self.key_blob)
+        if self.spilled:
+            try:
+                old_rows, old_keys = self.spill.read()
+            except (HintError, OSError):
+                return None
+            rows, key_blob = old_rows + rows, old_keys + key_blob
+        key_ids = _column(rows, _KEY_ID)
         used = set(key_ids) - {0}
         stored_no = self.seg_no if header_no is None else header_no
-        locations = self._column(_LOCATION)
+        locations = _column(rows, _LOCATION)
         if stored_no != self.seg_no:
             locations = _le(array("Q", rebase_locations(_from_le("Q", locations), self.seg_no,
                                                         stored_no)))
         writer = HintWriter(stored_no, codec, max(used) if used else None)
-        data = writer.encode_columns(segment_size, len(self.rows) // _ROW_SIZE,
-                                     self._column(_KEY_LEN), bytes(self.key_blob),
-                                     locations, self._column(_SEQ),
-                                     self._column(_FLAGS), key_ids, self.exp, self.meta)
+        data = writer.encode_columns(segment_size, len(rows) // _ROW_SIZE,
+                                     _column(rows, _KEY_LEN), key_blob,
+                                     locations, _column(rows, _SEQ),
+                                     _column(rows, _FLAGS), key_ids, self.exp, self.meta)
         return writer, segment_size, data
+
+
+def _column(rows: bytes, field: tuple[int, int]) -> bytes:
+    """One field of every row, little-endian: the bytes of that column in the file."""
+    offset, width = field
+    if width == 1:
+        return bytes(rows[offset::_ROW_SIZE])
+    column = bytearray(len(rows) // _ROW_SIZE * width)
+    for i in range(width):
+        column[i::width] = rows[offset + i::_ROW_SIZE]
+    return bytes(column)
 
 
 def sealed_segment_hint(seg, codec=None, tick=None) -> tuple[HintWriter, int, bytes] | None:

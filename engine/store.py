@@ -54,7 +54,7 @@ from .index import (KeyIndex, MAX_SEGMENT_NO, index_key, location_segment, ns_pr
                     pack_location, unpack_location)
 from .lockfile import DirectoryLock
 from .readcache import DEFAULT_READ_CACHE_BYTES, ReadCache
-from .segment import (SEGMENT_HEADER_SIZE, Damage, SegmentFile, fsync_dir, linux_libc_call,
+from .segment import (SEGMENT_HEADER_SIZE, Damage, SegmentFile, fsync_dir, give_back_free_memory,
                       parse_segment_name, write_fully, scan)
 
 log = logging.getLogger("edgekv.engine")
@@ -87,22 +87,10 @@ _LARGE_VALUE = 64 * 1024  # values this big are written with writev instead of b
 _IOV_BATCH = 512  # buffers per writev call; Linux's IOV_MAX is 1024
 
 
-def _give_back_free_memory() -> None:
-    """Return the heap pages freed by recovery to the system (glibc's ``malloc_trim``).
-
-    Loading hints and building the index allocate and free tens of megabytes of lists and
-    buffers; glibc keeps such memory for reuse, which costs ~8 bytes per key of RSS for the
-    life of the process.  Elsewhere (no glibc) this does nothing."""
-    trim = _MALLOC_TRIM
-    if trim is not None:
-        trim(0)
-
-
 def _system_clock_ms() -> int:
     return time.time_ns() // 1_000_000
 
 
-_MALLOC_TRIM = linux_libc_call("malloc_trim")
 
 
 @dataclass(slots=True)
@@ -374,6 +362,11 @@ class Store:
 
     def _release_files(self) -> None:
         self._stop_hint_thread()
+        for columns in (self._live_hint, *self._sealed_hints.values()):
+            if columns is not None:
+                columns.discard()
+        self._live_hint = None
+        self._sealed_hints.clear()
         self.commit.stop()
         for seg in self._segments.values():
             seg.close()
@@ -401,7 +394,9 @@ class Store:
         report.compaction_notes = compaction.recover_directory(self.path)
         names = os.listdir(self.path)
         for name in names:
-            if name.endswith(".seg.tmp"):  # a segment whose creation never finished
+            # a segment whose creation never finished; hint entries of a segment that was
+            # active (the scan at open rebuilds them)
+            if name.endswith((".seg.tmp", hints.SPILL_SUFFIX)):
                 os.unlink(os.path.join(self.path, name))
         report.segments_renumbered = compaction.renumber_directory(self.path)
         if report.segments_renumbered:
@@ -460,7 +455,7 @@ class Store:
         else:
             self._active = self._new_segment(1)
         self.commit.reset(self._seq)
-        _give_back_free_memory()
+        give_back_free_memory()
         report.live_keys = len(self._index)
         report.seconds = time.perf_counter() - started
         if report.truncated or report.corrupt:
@@ -655,7 +650,9 @@ class Store:
                                    f"{os.strerror(exc.errno or 0)}") from exc
         self._segments[seg_no] = seg
         self._segment_key_ids[seg_no] = {self._codec.key_id}
-        self._live_hint = hints.HintColumns(seg_no, seg.size)
+        spill = hints.HintSpill(os.path.join(self.path, hints.spill_name(seg_no)), seg_no,
+                                self._codec)
+        self._live_hint = hints.HintColumns(seg_no, seg.size, spill)
         return seg
 
     def _rotate(self, next_no: int | None = None) -> None:
@@ -673,8 +670,11 @@ class Store:
         old.seal()
         self._active = new
         log.info("sealed segment %d (%d bytes); writing to %d", old.seg_no, old.size, new.seg_no)
-        if next_no is None:  # compaction seals the active segment only to rewrite it
-            if columns is not None and columns.seg_no == old.seg_no:
+        keep = next_no is None and columns is not None and columns.seg_no == old.seg_no
+        if columns is not None and not keep:
+            columns.discard()  # compaction seals the active segment only to rewrite it
+        if next_no is None:
+            if keep:
                 pending = self._sealed_hints
                 pending[old.seg_no] = columns
                 # The hint writer is paused while compaction runs; segments sealed meanwhile
@@ -682,7 +682,7 @@ class Store:
                 # budget the oldest give theirs up and are scanned when their turn comes.
                 while len(pending) > 1 and (sum(c.nbytes for c in pending.values())
                                             > self.pending_hint_bytes):
-                    del pending[min(pending)]
+                    pending.pop(min(pending)).discard()
             with self._hint_cond:
                 self._hint_queue.append(old.seg_no)
                 self._hint_cond.notify()
@@ -784,13 +784,18 @@ class Store:
             seg = self._segments.get(seg_no)
             columns = self._sealed_hints.pop(seg_no, None)
             if seg is None or seg is self._active:
+                if columns is not None:
+                    columns.discard()
                 return False
         path = os.path.join(self.path, hints.hint_name(seg_no))
         tmp = path + ".tmp"
         pacer = _HintPacer(self)
         try:
-            built = (columns.encode(self._codec, seg.size, seg.header_no)
-                     if columns is not None else None)
+            if columns is not None:
+                built = columns.encode(self._codec, seg.size, seg.header_no)
+                columns.discard()
+            else:
+                built = None
             if built is None:  # written before this process opened it: read it once more
                 self.seal_hint_scans += 1
                 built = hints.sealed_segment_hint(seg, self._codec, pacer.tick)
@@ -825,7 +830,7 @@ class Store:
             if writer.key_id:
                 self._segment_key_ids.setdefault(seg_no, set()).add(writer.key_id)
             self.seal_hints_written += 1
-        _give_back_free_memory()  # the columns and the encoded file, megabytes each
+        give_back_free_memory()  # the columns and the encoded file, megabytes each
         return True
 
     def _unsynced_bytes(self) -> int:

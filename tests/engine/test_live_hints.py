@@ -133,3 +133,112 @@ def test_segments_sealed_while_hints_are_paused_keep_their_entries_within_a_budg
     reopened = open_store(fsync="no", segment_bytes=SEGMENT)
     assert reopened.recovery.segments_scanned == 1
     assert reopened.namespace().get("k00000") == "v" * 100
+
+
+# ---------------------------------------------------------------- spilled entries
+
+def _spill_files(store) -> list[str]:
+    return sorted(n for n in os.listdir(store.path) if n.endswith(hints.SPILL_SUFFIX))
+
+
+@pytest.mark.parametrize("encryption", [False, True])
+def test_entries_spilled_to_disk_make_the_same_hint_as_a_scan(open_store, clock, monkeypatch,
+                                                             encryption):
+    # A few rows per chunk, so every segment's entries go through its spill file.
+    monkeypatch.setattr(hints, "SPILL_BYTES", 3 * hints._ROW_SIZE)
+    store = open_store(fsync="no", segment_bytes=SEGMENT, encryption=encryption)
+    _write_every_kind_of_record(store, clock)
+    assert store._live_hint.spill.chunks > 0  # the active segment's are on disk now
+    assert len(store._live_hint.rows) < 3 * hints._ROW_SIZE
+    assert store.wait_for_hints(60)
+    sealed = _sealed(store)
+    assert store.seal_hints_written == len(sealed) and store.seal_hint_scans == 0
+    for seg in sealed:
+        _writer, size, scanned = hints.sealed_segment_hint(seg, store._codec)
+        written = parse_hint(_hint_file(store, seg.seg_no), seg.seg_no, size, store._codec)
+        assert _columns(written) == _columns(parse_hint(scanned, seg.seg_no, size,
+                                                        store._codec)), seg.seg_no
+    # Sealed segments' spill files are gone once their hint is written; only the active one's
+    # remains, and closing removes it.
+    assert _spill_files(store) == [hints.spill_name(store._active.seg_no)]
+    expected = snapshot(store)
+    store.close()
+    assert _spill_files(store) == []
+    reopened = open_store(fsync="no", segment_bytes=SEGMENT, encryption=encryption)
+    assert snapshot(reopened) == expected
+
+
+def test_spill_chunks_of_an_encrypted_store_hold_no_plaintext_key(open_store, monkeypatch):
+    monkeypatch.setattr(hints, "SPILL_BYTES", 2 * hints._ROW_SIZE)
+    store = open_store(fsync="no", segment_bytes=1 << 20)
+    ns = store.namespace()
+    for i in range(50):
+        ns.put(f"secret-key-{i:03d}", "v")
+    [name] = _spill_files(store)
+    with open(os.path.join(store.path, name), "rb") as f:
+        data = f.read()
+    assert len(data) > 1000
+    assert b"secret-key" not in data
+    assert oct(os.stat(os.path.join(store.path, name)).st_mode & 0o777) == "0o600"
+
+
+def test_a_damaged_spill_file_means_a_scan_not_a_wrong_hint(open_store, monkeypatch):
+    monkeypatch.setattr(hints, "SPILL_BYTES", 4 * hints._ROW_SIZE)
+    store = open_store(fsync="no", segment_bytes=SEGMENT)
+    ns = store.namespace()
+    with store.hints_paused():
+        first = store._active.seg_no
+        i = 0
+        while store._active.seg_no == first:
+            ns.put(f"k{i:05d}", "v" * 100)
+            i += 1
+        path = os.path.join(store.path, hints.spill_name(first))
+        with open(path, "r+b") as f:  # flip a byte inside the first chunk's ciphertext
+            f.seek(40)
+            byte = f.read(1)
+            f.seek(40)
+            f.write(bytes([byte[0] ^ 0xFF]))
+    assert store.wait_for_hints(60)
+    assert store.seal_hint_scans == 1  # the damaged spill was not trusted
+    seg = store._segments[first]
+    written = parse_hint(_hint_file(store, first), first, seg.size, store._codec)
+    _writer, size, scanned = hints.sealed_segment_hint(seg, store._codec)
+    assert _columns(written) == _columns(parse_hint(scanned, first, size, store._codec))
+
+
+def test_a_spill_file_left_by_a_killed_process_is_removed_at_open(open_store, monkeypatch):
+    monkeypatch.setattr(hints, "SPILL_BYTES", 2 * hints._ROW_SIZE)
+    store = open_store(fsync="no", segment_bytes=1 << 20)
+    ns = store.namespace()
+    for i in range(20):
+        ns.put(f"k{i}", "v")
+    [name] = _spill_files(store)
+    with open(os.path.join(store.path, name), "rb") as f:
+        leftover = f.read()
+    store.close()
+    with open(os.path.join(store.path, name), "wb") as f:  # as kill -9 would leave it
+        f.write(leftover)
+    reopened = open_store(fsync="no", segment_bytes=1 << 20)
+    assert _spill_files(reopened) == []
+    assert reopened.namespace().get("k19") == "v"
+
+
+def test_a_spill_file_that_cannot_be_written_keeps_the_entries_in_memory(open_store):
+    # Not an error: the entries stay in memory, as they did before spill files.
+    store = open_store(fsync="no", segment_bytes=SEGMENT)
+    ns = store.namespace()
+    columns = store._live_hint
+    assert columns.spill.chunks == 0
+    columns.spill_at = 2 * hints._ROW_SIZE
+    columns.spill.path = os.path.join(store.path, "no-such-directory", "spill")
+    in_memory = len(columns.rows)
+    for i in range(5):
+        ns.put(f"k{i}", "v")
+    assert columns.spill_at > SEGMENT  # gave up spilling
+    assert columns.spilled == 0
+    assert len(columns.rows) == in_memory + 5 * hints._ROW_SIZE
+    while store._active.seg_no == columns.seg_no:
+        ns.put(f"fill{len(columns.rows)}", "x" * 200)
+    assert store.wait_for_hints(60)
+    assert store.seal_hint_scans == 0
+    assert os.path.exists(os.path.join(store.path, hints.hint_name(columns.seg_no)))
