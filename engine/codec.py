@@ -88,8 +88,9 @@ class PayloadCodec:
         self._local = threading.local()  # a decompressor per reading thread
         self._misses = 0
         self._skip = 0
-        #: key id -> AES-GCM object; replaced whole when the ring changes (read lock-free)
-        self._aeads: dict[int, AESGCM] = {}
+        #: key id -> AES-GCM object; replaced whole when the ring changes, so readers (the
+        #: store's lock-free get) use it without a lock
+        self.aeads: dict[int, AESGCM] = {}
         #: (key id, AESGCM) new records are sealed with, swapped as one object so a writer and
         #: compaction never pair one key's id with another key
         self._write_key: tuple[int, AESGCM | None] = (0, None)
@@ -109,8 +110,8 @@ class PayloadCodec:
         ring = self.ring
         if ring is None:
             return
-        self._aeads = {kid: self._aeads.get(kid) or AESGCM(key) for kid, key in ring.keys.items()}
-        self._write_key = (ring.active_id, self._aeads[ring.active_id])
+        self.aeads = {kid: self.aeads.get(kid) or AESGCM(key) for kid, key in ring.keys.items()}
+        self._write_key = (ring.active_id, self.aeads[ring.active_id])
 
     # ------------------------------------------------------------------ writing
 
@@ -162,7 +163,7 @@ class PayloadCodec:
     # ------------------------------------------------------------------ reading
 
     def _aead_for(self, key_id: int) -> AESGCM:
-        aead = self._aeads.get(key_id)
+        aead = self.aeads.get(key_id)
         if aead is None:
             if self.ring is None:
                 raise KeyFileError("the store holds encrypted data; open it with encryption "
@@ -175,7 +176,7 @@ class PayloadCodec:
         """The plaintext payload of the encrypted record at ``buf[offset:]`` (its checksum
         already verified); ``PayloadError`` when the tag fails.  The read path of every get
         that misses the read cache: the key lookup is inline, errors go through ``_aead_for``."""
-        aead = self._aeads.get(key_id) or self._aead_for(key_id)
+        aead = self.aeads.get(key_id) or self._aead_for(key_id)
         start = offset + _H
         if payload_len < OVERHEAD:
             raise PayloadError("encrypted payload shorter than nonce and tag")
