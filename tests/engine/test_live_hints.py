@@ -168,15 +168,21 @@ def test_entries_spilled_to_disk_make_the_same_hint_as_a_scan(open_store, clock,
     assert snapshot(reopened) == expected
 
 
-def test_spill_chunks_of_an_encrypted_store_hold_no_plaintext_key(open_store, monkeypatch):
+def _spilled_store(open_store, monkeypatch, count: int, key: str):
+    """A store whose active segment has spilled ``count`` puts' entries; and its spill file's
+    name and bytes."""
     monkeypatch.setattr(hints, "SPILL_BYTES", 2 * hints._ROW_SIZE)
     store = open_store(fsync="no", segment_bytes=1 << 20)
     ns = store.namespace()
-    for i in range(50):
-        ns.put(f"secret-key-{i:03d}", "v")
+    for i in range(count):
+        ns.put(key.format(i), "v")
     [name] = _spill_files(store)
     with open(os.path.join(store.path, name), "rb") as f:
-        data = f.read()
+        return store, name, f.read()
+
+
+def test_spill_chunks_of_an_encrypted_store_hold_no_plaintext_key(open_store, monkeypatch):
+    store, name, data = _spilled_store(open_store, monkeypatch, 50, "secret-key-{:03d}")
     assert len(data) > 1000
     assert b"secret-key" not in data
     assert oct(os.stat(os.path.join(store.path, name)).st_mode & 0o777) == "0o600"
@@ -207,14 +213,7 @@ def test_a_damaged_spill_file_means_a_scan_not_a_wrong_hint(open_store, monkeypa
 
 
 def test_a_spill_file_left_by_a_killed_process_is_removed_at_open(open_store, monkeypatch):
-    monkeypatch.setattr(hints, "SPILL_BYTES", 2 * hints._ROW_SIZE)
-    store = open_store(fsync="no", segment_bytes=1 << 20)
-    ns = store.namespace()
-    for i in range(20):
-        ns.put(f"k{i}", "v")
-    [name] = _spill_files(store)
-    with open(os.path.join(store.path, name), "rb") as f:
-        leftover = f.read()
+    store, name, leftover = _spilled_store(open_store, monkeypatch, 20, "k{}")
     store.close()
     with open(os.path.join(store.path, name), "wb") as f:  # as kill -9 would leave it
         f.write(leftover)
