@@ -490,3 +490,33 @@ def keys_for_copy(source_key_file: str, dest_dir: str) -> str | None:
     with _key_file_lock(dest_file):
         _save_key_file(dest_file, fork)
     return dest_file
+
+
+def retire_refusal(status: dict, key_id: int, *, rotate: str = "KV.KEYRING ROTATE",
+                   compact: str = "KV.COMPACT", compacting: bool = False) -> str | None:
+    """Why ``key_id`` cannot be retired, from a key ring status report (``Store.encryption_info``
+    plus ``usage``: key id -> {"segments": [...]}, as KV.KEYRING STATUS gives it), naming the
+    commands that fix it (the server's, or the CLI's), or None when ``Store.retire_key`` may go
+    ahead.  Pure, so the server and the CLI say the same thing."""
+    if not status.get("enabled"):
+        return "encryption at rest is off for this store: there is no key ring to retire from"
+    key_ids = status.get("key_ids") or []
+    if key_id == 0:
+        return ("key id 0 stands for records written without encryption; it is not a key "
+                "and cannot be retired")
+    if key_id not in key_ids:
+        known = ", ".join(map(str, key_ids)) or "none"
+        return f"key id {key_id} is not in the key ring (its key ids: {known})"
+    if key_id == status.get("active_key_id"):
+        return (f"key id {key_id} is the active key (every new write uses it): run "
+                f"{rotate}, then {compact}, then retire it")
+    usage = status.get("usage") or {}
+    segments = (usage.get(str(key_id)) or usage.get(key_id) or {}).get("segments") or []
+    if segments:
+        listed = ", ".join(map(str, segments[:10])) + (" ..." if len(segments) > 10 else "")
+        then = ("a compaction is running: retire it once it has finished"
+                if compacting else f"run {compact} to re-encrypt them with the active key, "
+                "let it finish, then retire it")
+        return (f"key id {key_id} still encrypts stored data in {len(segments)} segment(s) "
+                f"({listed}); {then}")
+    return None

@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import json
 import logging
+from array import array
 from collections import deque
 from contextlib import contextmanager
 import os
@@ -67,6 +68,8 @@ _PREFIX_SIZE = rec.PAYLOAD_PREFIX_SIZE
 _CHECKSUM_PACK = rec.CHECKSUM.pack
 _KEY_START = rec.HEADER_SIZE + rec.PAYLOAD_PREFIX_SIZE
 _H = rec.HEADER_SIZE
+#: buckets of ``Store._removal_marks`` (512 KiB)
+_REMOVAL_BUCKETS = 1 << 16
 _NONCE_SIZE = NONCE_SIZE
 _SEALED_OVERHEAD = OVERHEAD
 _PREFIX_UNPACK = rec.PAYLOAD_PREFIX.unpack_from
@@ -234,6 +237,10 @@ class Store:
         self._catalog = Catalog()
         self._catalog_locations: dict[str, int] = {}
         self._ns_key_counts: dict[int, int] = {}
+        #: what ``record_seq`` answers for a missing key: per bucket of (namespace id, key), a
+        #: count of removals (deletes, expiries) at the last one that hashed there
+        self._removal_marks = array("Q", bytes(8 * _REMOVAL_BUCKETS))
+        self._removals = 0
         self._dead_bytes: dict[int, int] = {}
         self._last_write_ms: dict[bytes, int] = {}
         self._seq = 0
@@ -1062,6 +1069,7 @@ class Store:
             if old is not None:
                 self._ns_key_counts[w.ns] -= 1
                 self._add_dead_location(old)
+                self._mark_removal(w.ns, w.key)
         else:
             self._apply_put(ikey, w.ns, loc, w.expire_ms, w.metadata)
 
@@ -1303,14 +1311,26 @@ class Store:
                 return None
             return loc
 
-    def record_seq(self, ns: int, key: bytes) -> int | None:
-        """The sequence number of the key's live record, or None when it has none: a version
-        that every write of the key changes (sequence numbers are never reused) and compaction
-        keeps (it copies records with theirs).  The server's WATCH compares it."""
+    def _removal_bucket(self, ns: int, key: bytes) -> int:
+        info = self._catalog.by_number.get(ns)
+        # By namespace id, not number: a flush gives the namespace a new number.
+        return hash((info.id if info is not None else ns, key)) & (_REMOVAL_BUCKETS - 1)
+
+    def _mark_removal(self, ns: int, key: bytes) -> None:
+        self._removals += 1
+        self._removal_marks[self._removal_bucket(ns, key)] = self._removals
+
+    def record_seq(self, ns: int, key: bytes) -> int:
+        """A version of the key that every write and delete of it changes and compaction keeps
+        (the server's WATCH compares it).  For a live key, its record's sequence number
+        (never reused; compaction copies records with theirs).  For a missing one, zero or
+        minus the removal count at the last delete or expiry in its bucket, so a key created
+        and deleted again does not look untouched; another key of the bucket being removed
+        only makes it look touched (one bucket in 65,536)."""
         with self._lock:  # the location and the bytes it points to, read together
             loc = self.lookup(ns, key)
             if loc is None:
-                return None
+                return -self._removal_marks[self._removal_bucket(ns, key)]
             seg_no, offset, _ = unpack_location(loc)
             seg = self._segments.get(seg_no)
             if seg is not None:
@@ -1318,7 +1338,7 @@ class Store:
                 if len(head) == rec.HEADER_SIZE:
                     return rec.parse_header(head).seq
         entry = self.read_entry(ns, key)  # not expected: the verified, slower way
-        return None if entry is None else entry.seq
+        return -self._removal_marks[self._removal_bucket(ns, key)] if entry is None else entry.seq
 
     def read_entry(self, ns: int, key: bytes) -> Entry | None:
         """The key's stored value, expiration and metadata, verified; None when absent."""
@@ -1489,8 +1509,10 @@ class Store:
         self._expiry.discard(ikey)
         self._metadata.pop(ikey, None)
         if loc is not None:
-            self._ns_key_counts[int.from_bytes(ikey[:2], "big")] -= 1
+            ns = int.from_bytes(ikey[:2], "big")
+            self._ns_key_counts[ns] -= 1
             self._add_dead_location(loc)
+            self._mark_removal(ns, ikey[2:])
 
     def reap_expired(self, limit: int = 10_000) -> int:
         """Remove keys whose expiration has passed; returns how many."""

@@ -1065,6 +1065,81 @@ _TABLE: tuple[CommandSpec, ...] = (
         ),
     ),
 
+    container(
+        "memory",
+        sub(
+            "doctor", 2,
+            summary="Outputs memory problems report",
+            since="4.0.0", group="server",
+            complexity="O(1)",
+            tips=("nondeterministic_output", "request_policy:all_shards",
+                  "response_policy:special"),
+        ),
+
+        sub(
+            "help", 2,
+            summary="Show helpful text about the different subcommands",
+            since="4.0.0", group="server",
+            complexity="O(1)",
+            flags=("loading", "stale"),
+        ),
+
+        sub(
+            "malloc-stats", 2,
+            summary="Show allocator internal stats",
+            since="4.0.0", group="server",
+            complexity="Depends on how much memory is allocated, could be slow",
+            tips=("nondeterministic_output", "request_policy:all_shards",
+                  "response_policy:special"),
+        ),
+
+        sub(
+            "purge", 2,
+            summary="Ask the allocator to release memory",
+            since="4.0.0", group="server",
+            complexity="Depends on how much memory is allocated, could be slow",
+            tips=("request_policy:all_shards", "response_policy:all_succeeded"),
+        ),
+
+        sub(
+            "stats", 2,
+            summary="Show memory usage details",
+            since="4.0.0", group="server",
+            complexity="O(1)",
+            tips=("nondeterministic_output", "request_policy:all_shards",
+                  "response_policy:special"),
+        ),
+
+        sub(
+            "usage", -3,
+            summary="Estimate the memory usage of a key",
+            since="4.0.0", group="server",
+            complexity="O(N) where N is the number of samples.",
+            flags=("readonly",),
+            key_specs=(KeySpec(("RO",), index=2),),
+            arguments=(
+                A.key("key", 0),
+                A.integer("count", token="SAMPLES", optional=True),
+            ),
+        ),
+        summary="A container for memory diagnostics commands",
+        since="4.0.0", group="server",
+        complexity="Depends on subcommand.",
+        help=(
+            "DOCTOR",
+            "    Return memory problems reports.",
+            "MALLOC-STATS",
+            "    Return internal statistics report from the memory allocator.",
+            "PURGE",
+            "    Attempt to purge dirty pages for reclamation by the allocator.",
+            "STATS",
+            "    Return information about the memory usage of the server.",
+            "USAGE <key> [SAMPLES <count>]",
+            "    Return memory in bytes used by <key> and its value. Nested values are",
+            "    sampled up to <count> times (default: 5, 0 means sample all).",
+        ),
+    ),
+
     # ------------------------------------------------------------ keys and strings
     command(
         "get", 2,

@@ -62,6 +62,8 @@ class ServerConfig:
 
     def check(self) -> None:
         """Refuse settings that would expose an unprotected store (Redis's protected mode)."""
+        check_port("port", self.port)
+        check_port("http-port", self.http_port)
         if self.fsync not in ("always", "everysec", "no"):
             raise ValueError(f"fsync must be always, everysec or no; got {self.fsync!r}")
         if self.min_ttl < 1:
@@ -139,23 +141,56 @@ _SIZE_FIELDS = {"segment_bytes", "max_value_bytes", "proto_max_bulk_len",
                 "compression_threshold", "read_cache"}
 
 
+def parse_port(text: str) -> int:
+    """A TCP port, 0..65535 (0 picks a free one), refused with the texts ``--port`` uses."""
+    try:
+        port = int(text)
+    except ValueError:
+        raise ValueError(f"not a port number: '{text}'") from None
+    if not 0 <= port <= 65535:
+        raise ValueError(f"{port} is not a TCP port (0-65535)")
+    return port
+
+
+def check_port(name: str, port) -> None:
+    """The same bound for a port set in code (``ServerConfig(port=...)``)."""
+    if port is not None and (isinstance(port, bool) or not isinstance(port, int)
+                             or not 0 <= port <= 65535):
+        raise ValueError(f"{name}: {port} is not a TCP port (0-65535)")
+
+
+_INT_FIELDS = ("maxclients", "min_ttl", "max_multibulk_len", "max_namespaces",
+               "compression_level")
+
+
 def coerce(name: str, raw: str):
-    """Convert a text setting to the type of the ServerConfig field ``name``."""
+    """Convert a text setting to the type of the ServerConfig field ``name``; a ValueError
+    says what is wrong in words (``load_file`` adds the file, line and setting)."""
+    if name in ("port", "http_port"):
+        if name == "http_port" and raw.lower() in ("no", "off", "none"):
+            return None
+        return parse_port(raw)
+    if name in _INT_FIELDS:
+        try:
+            return int(raw)
+        except ValueError:
+            raise ValueError(f"expected an integer, got '{raw}'") from None
+    if name == "compaction_threshold":
+        try:
+            return float(raw)
+        except ValueError:
+            raise ValueError(f"expected a number such as 0.5, got '{raw}'") from None
     if name in _SIZE_FIELDS:
-        return parse_size(raw)
+        try:
+            return parse_size(raw)
+        except ValueError:
+            raise ValueError(f"expected a size such as 64mb or 0, got '{raw}'") from None
     if name in ("api_tokens", "api_read_tokens"):
         return raw.split()
     if name in ("protected_mode", "write_rate_limit", "http_anonymous", "encryption"):
         if raw.lower() not in _BOOL:
             raise ValueError(f"{name.replace('_', '-')} must be yes or no; got {raw!r}")
         return _BOOL[raw.lower()]
-    if name == "http_port":
-        return None if raw.lower() in ("0", "no", "off", "none") else int(raw)
-    if name == "compaction_threshold":
-        return float(raw)
-    if name in ("port", "maxclients", "min_ttl", "max_multibulk_len", "max_namespaces",
-                "compression_level"):
-        return int(raw)
     if name in ("requirepass", "auth_email", "auth_key", "account_id", "key_file"):
         return raw or None
     return raw
@@ -169,11 +204,17 @@ def load_file(path: str) -> dict:
             line = line.strip()
             if not line or line.startswith("#"):
                 continue
-            parts = shlex.split(line)
+            try:
+                parts = shlex.split(line)
+            except ValueError as exc:  # an unbalanced quote
+                raise ValueError(f"{path}:{number}: {exc}") from None
             name = parts[0].lower().replace("-", "_")
             if name not in known or name == "extra":
                 raise ValueError(f"{path}:{number}: unknown setting {parts[0]!r}")
-            values[name] = coerce(name, " ".join(parts[1:]))
+            try:
+                values[name] = coerce(name, " ".join(parts[1:]))
+            except ValueError as exc:  # where, which setting, then what is wrong with it
+                raise ValueError(f"{path}:{number}: {parts[0]}: {exc}") from None
     return values
 
 

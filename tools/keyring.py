@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from .kv_commands import RAW, target_options
 from .output import CLIError, print_json, write_text
-from .targets import RedisTarget, open_target
+from .targets import RedisTarget, RemoteError, open_target
 
 EX_KEYS = """Encryption keys of a store: which are in use, adding a new one, dropping an old one.
 
@@ -77,13 +77,40 @@ def cmd_keys_rotate(args) -> int:
     return 0
 
 
+def _where(args, target) -> str:
+    """The target options to repeat in a suggested command (the password left out)."""
+    if isinstance(target, RedisTarget):
+        return f" --remote {target.description}"
+    return f" --data-dir {args.data_dir}" if args.data_dir else ""
+
+
 def cmd_keys_retire(args) -> int:
+    """Check first, from the same status report the server checks (``retire_refusal``), so
+    a refusal names what to run next in the CLI's terms; then retire.  Every refusal is
+    ``edgekv: cannot retire key id N: <why>`` and exit code 1."""
+    from engine import KVError
+    from engine.crypto import retire_refusal
+
     with open_target(args, create=False) as target:
         target = _store_or_remote(target)
-        if isinstance(target, RedisTarget):
-            target._call("KV.KEYRING", "RETIRE", str(args.key_id))
-        else:
-            target.store.retire_key(args.key_id)
+        where = _where(args, target)
+        try:
+            status = _status(target)
+        except KVError as exc:  # e.g. an unencrypted store
+            raise CLIError(f"cannot retire key id {args.key_id}: {exc.message}") from None
+        refusal = retire_refusal(status, args.key_id, rotate=f"`edgekv keys rotate{where}`",
+                                 compact=f"`edgekv compact{where}`")
+        if refusal is not None:
+            raise CLIError(f"cannot retire key id {args.key_id}: {refusal}")
+        try:
+            if isinstance(target, RedisTarget):
+                target._call("KV.KEYRING", "RETIRE", str(args.key_id))
+            else:
+                target.store.retire_key(args.key_id)
+        except RemoteError as exc:
+            raise CLIError(f"cannot retire key id {args.key_id}: {exc}") from None
+        except KVError as exc:
+            raise CLIError(f"cannot retire key id {args.key_id}: {exc.message}") from None
     if args.json:
         print_json({"retired": args.key_id})
     else:

@@ -1,8 +1,9 @@
-"""Server commands: INFO CONFIG COMMAND TIME SAVE BGSAVE LASTSAVE BGREWRITEAOF SHUTDOWN."""
+"""Server commands: INFO CONFIG COMMAND TIME SAVE BGSAVE LASTSAVE BGREWRITEAOF SHUTDOWN MEMORY."""
 
 from __future__ import annotations
 
 import dataclasses
+import gc
 import os
 import platform
 import resource
@@ -10,13 +11,14 @@ import sys
 import threading
 import time
 
+from engine.segment import give_back_free_memory
 
 from .. import command_table
 from ..config import parse_size
 from ..glob import matches
-from ..resp import encode_bulk, encode_int
+from ..resp import Verbatim, encode_bulk, encode_int
 from ..state import REDIS_COMPAT_VERSION, VERSION
-from .base import OK, SYNTAX, CommandError, as_text, command, reply
+from .base import OK, SYNTAX, CommandError, as_text, command, parse_int, reply
 from .subcommands import help_reply, subcommand
 
 # ---------------------------------------------------------------------------- INFO
@@ -418,3 +420,149 @@ def shutdown(session, args):
         requested()
     session.close_after_reply = True
     return b""  # Redis closes the connection without a reply on success
+
+
+# ---------------------------------------------------------------------------- MEMORY
+# What a key costs edgekv, estimated from the shapes the engine keeps per key (engine/index.py,
+# engine/expiry.py): the index entry in memory, and the record (header, key, metadata, value)
+# in the log on disk.  Python gives no per-object allocator accounting, so these are
+# sys.getsizeof figures of the objects involved, computed once.
+
+_DICT_SLOT = 3 * 8 * 3 // 2  # hash, key and value pointers, at a 2/3 load factor
+_INDEX_ENTRY = (_DICT_SLOT + 8  # the location dict's slot + the sorted key list's pointer
+                + sys.getsizeof(1 << 50)  # the packed location int
+                + sys.getsizeof(b"") + 2)  # the index key's bytes object and namespace prefix
+_EXPIRY_ENTRY = _DICT_SLOT + sys.getsizeof(1 << 40) + sys.getsizeof((0, b"")) + 8  # + heap
+_METADATA_ENTRY = _DICT_SLOT + sys.getsizeof(b"")  # the in-memory copy's object and slot
+_RECORD_HEADER = 32  # engine/record.py HEADER_SIZE
+_STARTUP_USED = _memory_bytes()[0]  # once the server's modules are loaded
+_NO_MALLOC_STATS = "Stats not supported for the current allocator"
+
+
+def key_memory_usage(entry) -> int:
+    """MEMORY USAGE: the bytes a live key costs, in the log and in the index."""
+    key_len = len(entry.key)
+    meta_len = len(entry.metadata)
+    usage = _RECORD_HEADER + key_len + meta_len + len(entry.value)  # the record on disk
+    usage += _INDEX_ENTRY + key_len  # its index entry in memory
+    if entry.expire_ms:
+        usage += _EXPIRY_ENTRY + key_len + 2
+    if meta_len:
+        usage += _METADATA_ENTRY + meta_len
+    return usage
+
+
+def _memory_usage(session, args) -> bytes:
+    i = 3
+    while i < len(args):  # Redis's memoryCommand: the options are checked before the key
+        if args[i].lower() == b"samples" and i + 1 < len(args):
+            if parse_int(args[i + 1]) < 0:
+                raise CommandError(SYNTAX)
+            i += 2
+        else:
+            raise CommandError(SYNTAX)
+    namespace = session.namespace
+    entry = session.state.store.read_entry(namespace.number, args[2])
+    if entry is None:
+        return reply(session, None)
+    return encode_int(key_memory_usage(entry))
+
+
+def memory_stats(session) -> dict:
+    """MEMORY STATS: Redis's fields in Redis's order, from the process's memory (as INFO
+    memory) and the index's shape; then edgekv's own (read cache, log on disk)."""
+    store = session.state.store
+    st = store.stats()
+    used, rss = _memory_bytes()
+    peak = max(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024, used)
+    keys = st["keys"]
+    expiring = st["keys_with_expiration"]
+    cache_used = st["read_cache"]["used_bytes"]
+    startup = min(_STARTUP_USED, used)
+    per_db = {}
+    for index, ns in enumerate(store.namespace_stats()):
+        if ns["keys"]:
+            per_db[f"db.{index}"] = {
+                "overhead.hashtable.main": ns["keys"] * _INDEX_ENTRY,
+                # The engine counts expirations per store, not per namespace: shared pro rata.
+                "overhead.hashtable.expires":
+                    ns["keys"] * expiring // max(keys, 1) * _EXPIRY_ENTRY,
+                "overhead.hashtable.slot-to-keys": 0,
+            }
+    overhead = (startup + keys * _INDEX_ENTRY + expiring * _EXPIRY_ENTRY
+                + st["keys_with_metadata"] * _METADATA_ENTRY + cache_used)
+    net = used - startup
+    dataset = max(used - overhead, 0)
+    stats = {
+        "peak.allocated": peak, "total.allocated": used, "startup.allocated": startup,
+        "replication.backlog": 0, "clients.slaves": 0, "clients.normal": 0,
+        "cluster.links": 0, "aof.buffer": 0, "lua.caches": 0, "functions.caches": 0,
+        **per_db,
+        "overhead.total": overhead, "keys.count": keys,
+        "keys.bytes-per-key": net // keys if keys else 0,
+        "dataset.bytes": dataset,
+        "dataset.percentage": float(dataset * 100 / net) if net > 0 else 0.0,
+        "peak.percentage": float(used * 100 / peak) if peak else 0.0,
+        "allocator.allocated": used, "allocator.active": used, "allocator.resident": rss,
+        "allocator-fragmentation.ratio": 1.0, "allocator-fragmentation.bytes": 0,
+        "allocator-rss.ratio": float(rss / used) if used else 1.0,
+        "allocator-rss.bytes": rss - used,
+        "rss-overhead.ratio": 1.0, "rss-overhead.bytes": 0,
+        "fragmentation": float(rss / used) if used else 1.0,
+        "fragmentation.bytes": rss - used,
+        "edgekv.read-cache.bytes": cache_used,
+        "edgekv.disk.bytes": st["disk_bytes"],
+        "edgekv.disk.dead-bytes": st["dead_bytes"],
+    }
+    return stats
+
+
+def memory_doctor(session) -> str:
+    """MEMORY DOCTOR: one status paragraph, then what to do about anything found."""
+    st = session.state.store.stats()
+    used, rss = _memory_bytes()
+    keys = st["keys"]
+    cache = st["read_cache"]
+    disk, dead = st["disk_bytes"], st["dead_bytes"]
+    lines = [f"edgekv memory report: the process uses {_human(used)} ({_human(rss)} resident, "
+             f"with mapped segment pages); {keys} keys, about {_human(keys * _INDEX_ENTRY)} "
+             f"of index; read cache {_human(cache['used_bytes'])} of "
+             f"{_human(cache['budget_bytes'])}; {_human(disk)} of log on disk, "
+             f"{_human(dead)} of it dead."]
+    problems = []
+    if st["write_error"]:
+        problems.append(f"* Writes are failing: {st['write_error']}. Every write is refused "
+                        f"until the server restarts with the disk fixed.")
+    if disk and dead * 2 > disk:
+        problems.append("* More than half of the log is overwritten or deleted records: "
+                        "KV.COMPACT (or BGREWRITEAOF) reclaims the space.")
+    if problems:
+        lines.append("Sam, I detected a few issues in this edgekv instance:")
+        lines.extend(problems)
+    else:
+        lines.append("Sam, I detected no memory problems in this edgekv instance.")
+    return "\n".join(lines) + "\n"
+
+
+def _purge() -> None:
+    """MEMORY PURGE: collect garbage cycles and hand free heap pages back to the OS (glibc's
+    malloc_trim, the counterpart of jemalloc's purge), where the C library has it."""
+    gc.collect()
+    give_back_free_memory()
+
+
+@command("memory")
+def memory(session, args):
+    sub = subcommand(session, args, "memory")
+    if sub == "usage":
+        return _memory_usage(session, args)
+    if sub == "stats":
+        return reply(session, memory_stats(session))
+    if sub == "doctor":
+        return reply(session, Verbatim(memory_doctor(session)))
+    if sub == "malloc-stats":
+        return reply(session, Verbatim(_NO_MALLOC_STATS))
+    if sub == "purge":
+        _purge()
+        return OK
+    return help_reply(session, "memory")

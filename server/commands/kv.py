@@ -7,10 +7,11 @@ from __future__ import annotations
 import json
 
 from engine import ValueWithMetadata, semantics
-from engine.errors import KVValidationError
+from engine.crypto import retire_refusal
+from engine.errors import KVValidationError, StoreError
 
 from ..resp import encode_bulk, encode_int
-from .base import OK, CommandError, as_text, bulk_or_null, command, null, reply
+from .base import OK, CommandError, as_text, bulk_or_null, command, null, parse_int, reply
 from .subcommands import help_reply, subcommand
 
 
@@ -149,15 +150,38 @@ def kv_list(session, args):
     return reply(session, out)
 
 
+_BULKPUT_SHAPE = "ERR KV.BULKPUT expects a JSON array of {key, value, ...} objects"
+
+
+def _encoding_problem(exc: UnicodeDecodeError) -> str:
+    """Where and how a body fails to decode, in words rather than the codec's text."""
+    at, byte = exc.start, exc.object[exc.start]
+    if not exc.encoding.startswith("utf-8"):
+        return f"the body is not valid {exc.encoding.upper()} (bad data at byte offset {at})"
+    if exc.reason == "invalid start byte":
+        return (f"the body is not valid UTF-8: byte 0x{byte:02x} at byte offset {at} cannot "
+                f"start a character")
+    if exc.reason == "invalid continuation byte":
+        return (f"the body is not valid UTF-8: the multi-byte character starting with byte "
+                f"0x{byte:02x} at byte offset {at} is incomplete")
+    return (f"the body is not valid UTF-8: it ends inside the multi-byte character starting "
+            f"at byte offset {at}")
+
+
 @command("kv.bulkput", op="PUT")
 def kv_bulkput(session, args):
+    body = args[1]
+    encoding = json.detect_encoding(body)  # as json.loads(bytes): UTF-8, a BOM, UTF-16/32
     try:
-        items = json.loads(args[1])
+        text = body.decode(encoding)
+    except UnicodeDecodeError as exc:  # name the offset, not the codec's text
+        raise CommandError(f"{_BULKPUT_SHAPE}: {_encoding_problem(exc)}") from None
+    try:
+        items = json.loads(text)
     except ValueError as exc:
-        raise CommandError(f"ERR KV.BULKPUT expects a JSON array of "
-                           f"{{key, value, ...}} objects: {exc}") from None
+        raise CommandError(f"{_BULKPUT_SHAPE}: {exc}") from None
     if not isinstance(items, list):
-        raise CommandError("ERR KV.BULKPUT expects a JSON array of {key, value, ...} objects")
+        raise CommandError(_BULKPUT_SHAPE)
     return reply(session, session.namespace.bulk_put(items, durable=False))
 
 
@@ -199,23 +223,34 @@ def kv_compact(session, args):
     return b"+Background compaction started\r\n"
 
 
-@command("kv.keyring", op="PUT")
+@command("kv.keyring")
 def kv_keyring(session, args):
-    """Encryption keys: which are in use, rotation and retirement (see docs/encryption.md)."""
+    """Encryption keys: which are in use, rotation and retirement (see docs/encryption.md).
+
+    No KV operation name: a refusal here is about the key ring, so it reads ``ERR <why>``
+    rather than ``KV PUT failed: 500 ...``, and names the server commands that fix it."""
     sub = subcommand(session, args, "kv.keyring")
     store = session.state.store
+    if sub == "help":
+        return help_reply(session, "kv.keyring")
     if sub == "status":
         return reply(session, keyring_status(store))
+    if not store.encryption_info().get("enabled"):
+        action = "add a key to" if sub == "rotate" else "retire a key from"
+        raise CommandError(f"ERR encryption at rest is off on this server (started with "
+                           f"--encryption no): there is no key ring to {action}")
     if sub == "rotate":
         return encode_int(store.rotate_key())
-    if sub == "retire":
-        try:
-            key_id = int(args[2])
-        except ValueError:
-            raise CommandError("ERR key id is not an integer or out of range") from None
+    key_id = parse_int(args[2], "ERR key id is not an integer or out of range")
+    refusal = retire_refusal(keyring_status(store), key_id,
+                             compacting=session.state.compaction_running)
+    if refusal is not None:
+        raise CommandError(f"ERR {refusal}")
+    try:
         store.retire_key(key_id)
-        return OK
-    return help_reply(session, "kv.keyring")
+    except StoreError as exc:  # another store sharing the key file, or a race with a write
+        raise CommandError(f"ERR {exc.message}") from None
+    return OK
 
 
 def keyring_status(store) -> dict:

@@ -7,14 +7,15 @@ back to back in this one call: the server is a single event loop and nothing her
 no other client's command can run in between.  Their writes form one store batch, and the
 connection holds EXEC's reply until they are durable under ``fsync=always``, like any write.
 
-WATCH remembers each key's *version* (``Store.record_seq``): the sequence number of the record the key currently
-points to (None when it is missing or expired).  Every write of a key (SET, DEL, EXPIRE...,
-from any client or the REST API) makes a new record with a new, never reused sequence number;
-compaction copies records with theirs, so it does not count as a change.  EXEC compares the
-versions again, which catches a modification, a deletion, an expiration and a FLUSHDB or
-KV.NAMESPACE DELETE of the key's namespace, without any work on the write path.  One
-difference from Redis: a key missing at WATCH that is created and removed again before EXEC
-looks unchanged, so that EXEC runs (its commands then see exactly what WATCH saw).
+WATCH remembers each key's *version* (``Store.record_seq``): the sequence number of the record the
+key currently points to, or for a missing key a mark that the key's delete or expiry changes.
+Every write of a key (SET, DEL, EXPIRE..., from any client or the REST API) makes a new record
+with a new, never reused sequence number; compaction copies records with theirs, so it does not
+count as a change.  EXEC compares the versions again, which catches a modification, a deletion,
+an expiration, a key created and deleted again, and a FLUSHDB or KV.NAMESPACE DELETE of the
+key's namespace, without any work on the write path beyond the engine's.  The missing-key marks
+are shared by buckets of keys, so a delete of another key in the same bucket (one in 65,536)
+makes EXEC abort too: a retry, never a missed change.
 """
 
 from __future__ import annotations

@@ -33,7 +33,7 @@ STANDARD = {
     "ping": -1, "echo": 2, "quit": -1, "reset": 1, "hello": -1, "auth": -2, "select": 2,
     "client": -2, "info": -1, "config": -2, "dbsize": 1, "time": 1, "flushdb": -1,
     "flushall": -1, "shutdown": -1, "save": 1, "bgsave": -1, "bgrewriteaof": 1, "lastsave": 1,
-    "command": -1,
+    "command": -1, "memory": -2,
     # transactions
     "multi": 1, "exec": 1, "discard": 1, "watch": -2, "unwatch": 1,
     # keys and strings
@@ -63,6 +63,7 @@ SUBCOMMANDS = {
                "kill": -3, "help": 2},
     "config": {"get": -3, "set": -4, "resetstat": 2, "help": 2},
     "command": {"count": 2, "info": -2, "docs": -2, "list": -2, "help": 2, "getkeys": -4},
+    "memory": {"doctor": 2, "help": 2, "malloc-stats": 2, "purge": 2, "stats": 2, "usage": -3},
     "kv.namespace": {"create": 3, "list": 2, "get": 3, "rename": 4, "delete": 3, "help": 2},
     "kv.keyring": {"status": 2, "rotate": 2, "retire": 3, "help": 2},
 }
