@@ -102,6 +102,29 @@ def resp_command(*args: bytes) -> bytes:
     return b"*%d\r\n" % len(args) + b"".join(b"$%d\r\n%s\r\n" % (len(a), a) for a in args)
 
 
+def unparsed(client: redis.Redis, *args):
+    """The reply without redis-py's per-command parser (it assumes COMMAND INFO shapes)."""
+    conn = client.connection_pool.get_connection()
+    try:
+        conn.send_command(*args)
+        return conn.read_response()
+    finally:
+        client.connection_pool.release(conn)
+
+
+def watched_exec(client: redis.Redis, key: str, meddle) -> list | None:
+    """WATCH ``key``, run ``meddle()``, then MULTI/SET/EXEC: EXEC's reply (None = aborted)."""
+    with client.pipeline() as pipe:
+        pipe.watch(key)
+        meddle()
+        pipe.multi()
+        pipe.set("witness", "1")
+        try:
+            return pipe.execute()
+        except redis.WatchError:
+            return None
+
+
 def raw_replies(port: int, payload: bytes) -> bytes:
     """Send ``payload`` on a fresh connection, then an ECHO; return every reply before the
     ECHO's, byte for byte."""

@@ -15,6 +15,8 @@ import pytest
 import redis
 import redis.asyncio
 
+from tests.server.conftest import unparsed
+
 REDIS_CLI = shutil.which("redis-cli")
 needs_redis_cli = pytest.mark.skipif(REDIS_CLI is None, reason="redis-cli (redis-tools) missing")
 
@@ -225,16 +227,6 @@ def test_protected_mode_refuses_public_bind_without_password(tmp_path):
 
 
 # ---------------------------------------------------------------------------- introspection
-
-
-def unparsed(client: redis.Redis, *args):
-    """The reply without redis-py's per-command parser (it assumes COMMAND INFO shapes)."""
-    conn = client.connection_pool.get_connection()
-    try:
-        conn.send_command(*args)
-        return conn.read_response()
-    finally:
-        client.connection_pool.release(conn)
 
 
 def test_command_table_introspection(r):

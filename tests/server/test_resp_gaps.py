@@ -13,7 +13,8 @@ import sys
 import pytest
 import redis
 
-from tests.server.conftest import REPO, raw_replies, resp_command as cmd
+from tests.server.conftest import (REPO, raw_replies, resp_command as cmd, unparsed,
+                                   watched_exec)
 
 
 def both(server, reference, *requests: list[bytes]) -> tuple[bytes, bytes]:
@@ -138,13 +139,7 @@ def test_memory_is_in_command_info_and_docs_as_in_redis(server, ref):
             return [strip_display(x) for x in reply]
         return reply
 
-    def call(client, *args):  # unparsed: redis-py's COMMAND callback cannot read DOCS
-        conn = client.connection_pool.get_connection()
-        try:
-            conn.send_command(*args)
-            return conn.read_response()
-        finally:
-            client.connection_pool.release(conn)
+    call = unparsed  # redis-py's COMMAND callback cannot read DOCS
 
     ours = redis.Redis(port=server.port, protocol=3)
     theirs = redis.Redis(port=port, protocol=3)
@@ -179,18 +174,8 @@ def test_redis_cli_memkeys_finds_the_biggest_key(server):
 
 
 def _transaction_runs(client: redis.Redis, key: str, meanwhile) -> bool:
-    """WATCH ``key``, let ``meanwhile()`` act through other connections, then MULTI/EXEC:
-    whether EXEC ran (False: it returned nil, a WatchError in redis-py)."""
-    with client.pipeline() as pipe:
-        pipe.watch(key)
-        meanwhile()
-        pipe.multi()
-        pipe.set("tx-ran", "1")
-        try:
-            pipe.execute()
-            return True
-        except redis.WatchError:
-            return False
+    """Whether EXEC ran after WATCH ``key`` and ``meanwhile()`` (False: it returned nil)."""
+    return watched_exec(client, key, meanwhile) is not None
 
 
 def test_watch_of_a_missing_key_created_and_deleted_aborts_as_in_redis(server, ref):

@@ -14,7 +14,8 @@ import pytest
 import redis
 import redis.asyncio
 
-from tests.server.conftest import raw_replies as raw, resp_command as cmd, start_server
+from tests.server.conftest import (raw_replies as raw, resp_command as cmd, start_server,
+                                   watched_exec)
 
 
 @pytest.fixture(scope="module")
@@ -296,35 +297,22 @@ def test_client_list_shows_a_transaction_in_progress(edgekv, other):
 # ---------------------------------------------------------------------------- what WATCH sees
 
 
-def _watched_exec(client: redis.Redis, key: str, meddle) -> list | None:
-    """WATCH ``key``, run ``meddle()``, then MULTI/SET/EXEC: EXEC's reply (None = aborted)."""
-    with client.pipeline() as pipe:
-        pipe.watch(key)
-        meddle()
-        pipe.multi()
-        pipe.set("witness", "1")
-        try:
-            return pipe.execute()
-        except redis.WatchError:
-            return None
-
-
 def test_watch_sees_deletion_expiry_flush_and_rewrites(edgekv, r, other):
     r.set("k", "v")
-    assert _watched_exec(r, "k", lambda: other.delete("k")) is None
+    assert watched_exec(r, "k", lambda: other.delete("k")) is None
     r.set("k", "v")
-    assert _watched_exec(r, "k", lambda: other.set("k", "v")) is None  # same value: a write
-    assert _watched_exec(r, "k", lambda: other.expire("k", 100)) is None
-    assert _watched_exec(r, "k", lambda: other.persist("k")) is None
-    assert _watched_exec(r, "k", lambda: other.flushdb()) is None
-    assert _watched_exec(r, "k", lambda: other.set("k", "new")) is None  # missing, then set
+    assert watched_exec(r, "k", lambda: other.set("k", "v")) is None  # same value: a write
+    assert watched_exec(r, "k", lambda: other.expire("k", 100)) is None
+    assert watched_exec(r, "k", lambda: other.persist("k")) is None
+    assert watched_exec(r, "k", lambda: other.flushdb()) is None
+    assert watched_exec(r, "k", lambda: other.set("k", "new")) is None  # missing, then set
     r.set("k", "v")
-    assert _watched_exec(r, "k", lambda: other.get("k")) == [True]  # reads change nothing
-    assert _watched_exec(r, "k", lambda: other.set("other-key", "x")) == [True]
-    assert _watched_exec(r, "k", lambda: other.delete("never-there")) == [True]
+    assert watched_exec(r, "k", lambda: other.get("k")) == [True]  # reads change nothing
+    assert watched_exec(r, "k", lambda: other.set("other-key", "x")) == [True]
+    assert watched_exec(r, "k", lambda: other.delete("never-there")) == [True]
     # a key that expires between WATCH and EXEC (min-ttl is 1 s on this server)
     r.set("k", "v", px=1000)
-    assert _watched_exec(r, "k", lambda: time.sleep(1.2)) is None
+    assert watched_exec(r, "k", lambda: time.sleep(1.2)) is None
 
 
 def test_watch_survives_compaction(edgekv, r):
@@ -342,7 +330,7 @@ def test_watch_survives_compaction(edgekv, r):
             time.sleep(0.05)
         assert "error" not in str(r.info("persistence")["edgekv_last_compaction"])
 
-    assert _watched_exec(r, "k", compact) == [True]
+    assert watched_exec(r, "k", compact) == [True]
 
 
 def test_watch_in_a_namespace_deleted_meanwhile_aborts(edgekv, r, other):
