@@ -20,7 +20,7 @@ import json
 import secrets
 from dataclasses import dataclass
 
-from .errors import KVValidationError, NamespaceExistsError, NamespaceNotFoundError
+from .errors import KVValidationError, NamespaceExistsError, NamespaceNotFoundError, quoted
 
 CATALOG_NS = 0
 DEFAULT_TITLE = "default"
@@ -105,13 +105,13 @@ class Catalog:
         """Find a namespace by id first, then by title."""
         info = self.by_id.get(name_or_id) or self.by_title.get(name_or_id)
         if info is None:
-            raise NamespaceNotFoundError(f"namespace not found: {name_or_id!r}")
+            raise NamespaceNotFoundError(f"namespace not found: {quoted(name_or_id)}")
         return info
 
     def get(self, ns_id: str) -> NamespaceInfo:
         info = self.by_id.get(ns_id)
         if info is None:
-            raise NamespaceNotFoundError(f"namespace not found: {ns_id!r}")
+            raise NamespaceNotFoundError(f"namespace not found: {quoted(ns_id)}")
         return info
 
     def ordered(self) -> list[NamespaceInfo]:

@@ -12,6 +12,25 @@ unknown response type) are ``TypeError`` subclasses whose text has no prefix, as
 
 from __future__ import annotations
 
+import json
+import re
+
+_LONE_SURROGATE = re.compile("[\ud800-\udfff]")
+
+
+def quoted(value) -> str:
+    """User input (a key, a namespace id or title) as messages show it: JSON's double-quoted
+    spelling with readable characters kept, and a key byte that is not UTF-8 (given as bytes,
+    or as the lone surrogate ``surrogateescape`` makes of it) as its ``\\udcXY`` escape, the
+    way the REST API lists such keys.  Never Python's ``b'...'`` or ``'...'`` repr, whose
+    quotes and escapes change with the content."""
+    if isinstance(value, (bytes, bytearray, memoryview)):
+        value = bytes(value).decode("utf-8", "surrogateescape")
+    elif not isinstance(value, str):
+        value = str(value)
+    text = json.dumps(value, ensure_ascii=False)
+    return _LONE_SURROGATE.sub(lambda m: f"\\u{ord(m.group()):04x}", text)
+
 
 class KVError(Exception):
     """Base of every error the engine raises on purpose."""

@@ -19,7 +19,7 @@ from typing import Any, Iterable, NamedTuple
 
 from . import semantics
 from .catalog import NamespaceInfo
-from .errors import KVError, KVValidationError, NamespaceNotFoundError
+from .errors import KVError, KVValidationError, NamespaceNotFoundError, quoted
 from .store import Entry, Store, Write
 
 _READ_CHUNK = 1024 * 1024
@@ -387,8 +387,7 @@ class Namespace:
             try:
                 value = semantics.decode_base64_value(value)
             except ValueError:
-                shown = json.dumps(item["key"], ensure_ascii=False)
-                raise KVValidationError(f"Value of {shown} is not valid base64.")
+                raise KVValidationError(f"Value of {quoted(item['key'])} is not valid base64.")
         elif isinstance(value, str):
             value = value.encode("utf-8")
         elif not isinstance(value, (bytes, bytearray)):

@@ -13,8 +13,11 @@ Design notes
   path keeps those apart.  The key segment is percent-decoded strictly, like
   ``decodeURIComponent``: a stray ``%`` or bytes that are not UTF-8 are a 400.
 * Keys that are not UTF-8 (the RESP server allows any bytes) are shown in JSON the way Python's
-  ``surrogateescape`` holds them: each stray byte 0xXY as the escape ``\\udcXY``.  Bulk get and
-  bulk delete accept those escapes back; nothing else writes such keys over REST.
+  ``surrogateescape`` holds them: each stray byte 0xXY as the escape ``\\udcXY``.  Key names
+  in bulk write, bulk get and bulk delete accept those escapes back as the bytes, so such a
+  key can be exported and imported over REST; every other string of a body (values, metadata,
+  titles) must be Unicode text.  Bulk get's ``"type": "base64"`` (an edgekv extension) reads
+  values as exact bytes, which text cannot carry.
 * Every JSON answer uses the v4 envelope ``{success, errors, messages, result}``; engine errors
   keep their own ``status``, ``code`` and ``message``.  Only a successful value read is raw.
 * Writes never fsync on the event loop: they are made with ``durable=False`` and, under
@@ -30,6 +33,7 @@ Design notes
 from __future__ import annotations
 
 import asyncio
+import base64
 import hmac
 import json
 import logging
@@ -376,7 +380,7 @@ class RestApi:
 
     async def bulk_write(self, request: web.Request, ns_id: str):
         ns = self._namespace(ns_id, "bulk write")
-        items = await _json_body(request, list)
+        items = await _json_body(request, list, key_names=_bulk_write_keys)
         _check_bulk_items(items)
         errors: list = []
         result = ns.bulk_put(items, errors=errors, durable=False)
@@ -386,7 +390,7 @@ class RestApi:
 
     async def bulk_delete(self, request: web.Request, ns_id: str):
         ns = self._namespace(ns_id, "bulk remove keys")
-        body = await _json_body(request, list, escaped_bytes=True)
+        body = await _json_body(request, list, key_names=_bulk_delete_keys)
         keys = [item.get("name", item.get("key")) if isinstance(item, dict) else item
                 for item in body]
         for index, key in enumerate(keys):
@@ -406,11 +410,14 @@ class RestApi:
 
     async def bulk_get(self, request: web.Request, ns_id: str):
         ns = self._namespace(ns_id, "bulk get keys")
-        body = await _json_body(request, dict, escaped_bytes=True)
+        body = await _json_body(request, dict, key_names=_bulk_get_keys)
         keys = body.get("keys")
         if not isinstance(keys, list) or not all(isinstance(k, str) for k in keys):
             raise ApiError(400, 10001, "keys: an array of key names is required")
         with_metadata = _bool_field(body, "withMetadata", "withMetadata")
+        if body.get("type") == "base64":
+            return ok({"values": _bulk_get_base64(ns, keys, body.get("cacheTtl"),
+                                                  with_metadata)})
         found = ns.get_bulk_wire(keys, body.get("type"), body.get("cacheTtl"), with_metadata)
         values = {}
         for name, item in found.items():
@@ -483,9 +490,10 @@ def _check_bulk_items(items: list) -> None:
                 raise _schema_error(f"{where}.{name}", f"expected a number, got {_quoted(value)}")
 
 
-async def _json_body(request: web.Request, kind: type, *, escaped_bytes: bool = False):
-    """The parsed body, which must be a ``kind``; ``escaped_bytes`` lets key names hold the
-    ``\\udcXY`` escapes of a key that is not UTF-8 (see the module notes)."""
+async def _json_body(request: web.Request, kind: type, *, key_names=None):
+    """The parsed body, which must be a ``kind``.  ``key_names(body)`` gives ``(names, rest)``:
+    the strings that name keys, which may hold the ``\\udcXY`` escapes of a key that is not
+    UTF-8 (see the module notes), and everything else, which must be Unicode text."""
     declared = request.content_length
     if declared is not None and declared > MAX_BULK_BODY_BYTES:
         raise ApiError(413, 10024, f"Request body of {declared} bytes exceeds the limit of "
@@ -501,8 +509,88 @@ async def _json_body(request: web.Request, kind: type, *, escaped_bytes: bool = 
         shape = "array" if kind is list else "object"
         raise ApiError(400, 10001, f"The request body must be a JSON {shape}.")
     if _SURROGATE_ESCAPE.search(raw):
-        _check_text(body, "surrogateescape" if escaped_bytes else "strict")
+        names, rest = key_names(body) if key_names is not None else ((), body)
+        # In a key name only U+DC80..U+DCFF stand for bytes (surrogateescape's range).
+        _check_text(names, "surrogateescape")
+        _check_text(rest, "strict")
     return body
+
+
+def _bulk_write_keys(items: list) -> tuple[list, list]:
+    """Each item's ``key`` string; its other fields (value, metadata...) are the rest."""
+    names, rest = [], []
+    for item in items:
+        if isinstance(item, dict) and isinstance(item.get("key"), str):
+            names.append(item["key"])
+            rest.append({field: value for field, value in item.items() if field != "key"})
+        else:
+            rest.append(item)
+    return names, rest
+
+
+def _bulk_delete_keys(body: list) -> tuple[list, list]:
+    """Key strings, and the ``name`` (or ``key``) of ``{"name": k}`` objects."""
+    names, rest = [], []
+    for item in body:
+        if isinstance(item, str):
+            names.append(item)
+        elif isinstance(item, dict):
+            for field, value in item.items():
+                if field in ("name", "key") and isinstance(value, str):
+                    names.append(value)
+                else:
+                    rest.append(value)
+            rest.extend(item)
+        else:
+            rest.append(item)
+    return names, rest
+
+
+def _bulk_get_keys(body: dict) -> tuple[list, list]:
+    """The strings of ``keys``; ``type`` and the other fields are the rest."""
+    keys = body.get("keys")
+    if not isinstance(keys, list):
+        return [], [body]
+    names = [k for k in keys if isinstance(k, str)]
+    rest = [k for k in keys if not isinstance(k, str)]
+    rest.append({field: value for field, value in body.items() if field != "keys"})
+    return names, rest
+
+
+def _bulk_get_base64(ns, keys: list, cache_ttl, with_metadata: bool) -> dict:
+    """Bulk get with ``"type": "base64"`` (edgekv's extension): values as base64 of their exact
+    bytes.  Text (Cloudflare's ``text``/``json``) turns bytes that are not UTF-8 into U+FFFD,
+    and a key that is not UTF-8 has no ``/values/`` path, so this is the only exact read of
+    such a key's value over REST (the CLI's export uses it).  Same rules as ``text``: 1..100
+    keys, server-side key checks, the 25 MiB total (counted on the base64 text)."""
+    limits = ns.limits
+    try:
+        semantics.check_bulk_get_request(keys, None, limits)
+        values: dict = {}
+        total = 0
+        for key in keys:
+            raw_key = semantics.encode_key(key)
+            semantics.validate_key_server_side(raw_key, limits)
+            semantics.validate_cache_ttl(cache_ttl, limits, wire=True)
+            entry = ns.get_entry(raw_key)
+            if entry is None:
+                values[key] = None
+                continue
+            value = base64.b64encode(entry.value).decode("ascii")
+            total += len(value)
+            if with_metadata:
+                item = {"value": value,
+                        "metadata": json.loads(entry.metadata) if entry.metadata else None}
+                if entry.expire_ms:
+                    item["expiration"] = entry.expire_ms // 1000
+                values[key] = item
+            else:
+                values[key] = value
+        if total > limits.max_bulk_get_bytes:
+            raise semantics.bulk_get_too_large(limits)
+    except KVError as exc:
+        raise exc.with_op("GET_BULK")
+    return values
 
 
 def _check_text(body, errors: str) -> None:

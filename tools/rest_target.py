@@ -6,11 +6,14 @@ a transport that is plain HTTP and JSON.
 
 Values cross as raw bytes (``GET .../values/KEY`` has no envelope), which is why export reads
 through bulk get only when a value decodes cleanly and falls back to the raw read otherwise:
-bulk get answers in text, and text cannot carry arbitrary bytes.
+bulk get answers in text, and text cannot carry arbitrary bytes.  A key that is not UTF-8
+(spelt with ``\\udcXY`` escapes) has no ``/values/`` path; the bulk routes take it, and its
+value is read exactly with edgekv's bulk get ``"type": "base64"``.
 """
 
 from __future__ import annotations
 
+import base64
 import http.client
 import json
 import os
@@ -33,8 +36,12 @@ _REPLACEMENT = "\ufffd"
 MAX_BODY_BYTES = 100 * 1024 * 1024
 #: Why a key that is not UTF-8 cannot be written or read on its own over REST.
 BINARY_KEY = ("the key is not valid UTF-8 (its bytes are shown as \\udcXY escapes): the REST "
-              "API lists such keys and reads them through bulk get, but cannot write them or "
-              "read them one at a time; use the server's redis:// URL for this key")
+              "API has no single-key path for it, only the bulk routes (`kv bulk put|get|"
+              "delete`, export, import); or use the server's redis:// URL for this key")
+#: A lone surrogate outside \udc80-\udcff in a key: no byte, so no key, and the server
+#: would refuse the whole request for it.
+NOT_A_BYTE = ("the key holds a lone surrogate escape that is not a byte (only \\udc80-\\udcff "
+              "are)")
 
 
 class RestError(CLIError):
@@ -60,6 +67,26 @@ def _text_key(key: str) -> None:
     """Refuse, before any request, a key the REST API cannot take in a path."""
     if has_lone_surrogate(key):
         raise CLIError(BINARY_KEY)
+
+
+def _byte_key(key: str) -> bool:
+    """Whether ``key`` spells bytes: text, with \\udcXY escapes for bytes that are not UTF-8."""
+    try:
+        key.encode("utf-8", "surrogateescape")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
+def _wire_item(item: dict) -> dict:
+    """A bulk item as the REST API takes it: a value string holding \\udcXY escapes (bytes that
+    are not UTF-8, as ``kv bulk put`` files may spell them) goes as base64 of those bytes, since
+    values must be Unicode text on the wire."""
+    value = item["value"]
+    if item.get("base64") or not has_lone_surrogate(value):
+        return item
+    raw = value.encode("utf-8", "surrogateescape")  # UnicodeEncodeError: it spells no bytes
+    return dict(item, value=base64.b64encode(raw).decode("ascii"), base64=True)
 
 
 def _quote_key(key: str) -> str:
@@ -273,18 +300,23 @@ class RestTarget(Target):
                 if exc.status != 413:  # over the bulk get size limit: read one by one
                     raise
                 values = {}
+            # A key that is not UTF-8 has no /values/ path: when its text may not be its
+            # bytes (it holds U+FFFD), edgekv's base64 bulk get reads them exactly.
+            inexact = [key for key in batch if has_lone_surrogate(key)
+                       and values.get(key) is not None and _REPLACEMENT in values[key]["value"]]
+            exact = self._bulk_get_bytes(inexact) if inexact else {}
             for key in batch:
                 item = values.get(key)
                 if has_lone_surrogate(key):
-                    # Bulk get is the only read such a key has: its text is exact unless it
-                    # holds U+FFFD, which may stand for bytes that are not UTF-8.
-                    if item is None:
+                    if key in exact:
+                        out.append(exact[key])
+                    elif item is None:
                         out.append(None)
                     elif _REPLACEMENT in item["value"]:
                         out.append(Unreadable(
-                            "the key is not valid UTF-8 and its value may not be either: the "
-                            "REST API can only read such a key as text, which would not be "
-                            "the stored bytes; export it over the server's redis:// URL"))
+                            "the key is not valid UTF-8 and its value may not be either, and "
+                            "this server cannot read values as base64 (edgekv's bulk get "
+                            "extension); export it over the server's redis:// URL"))
                     else:
                         out.append((item["value"].encode("utf-8"), item.get("expiration"),
                                     item.get("metadata")))
@@ -294,6 +326,28 @@ class RestTarget(Target):
                 else:
                     out.append((item["value"].encode("utf-8", "surrogateescape"),
                                 item.get("expiration"), item.get("metadata")))
+        return out
+
+    def _bulk_get_bytes(self, keys: list[str]) -> dict:
+        """``{key: (value bytes, expiration, metadata) or None}`` through bulk get's
+        ``"type": "base64"``; ``{}`` from a server without it (a 400 naming the type)."""
+        try:
+            envelope = self._json("POST", self._ns_path("/bulk/get"),
+                                  payload={"keys": keys, "type": "base64",
+                                           "withMetadata": True})
+        except RestError as exc:
+            if exc.status == 413 and len(keys) > 1:  # over the size limit together: one by one
+                out = {}
+                for key in keys:
+                    out.update(self._bulk_get_bytes([key]))
+                return out
+            if exc.status in (400, 413):  # a server without the type, or one huge value
+                return {}
+            raise
+        out = {}
+        for key, item in envelope["result"]["values"].items():
+            out[key] = None if item is None else (base64.b64decode(item["value"]),
+                                                  item.get("expiration"), item.get("metadata"))
         return out
 
     def delete(self, key):
@@ -339,11 +393,22 @@ class RestTarget(Target):
 
         writable = []
         for item in items:
-            if has_lone_surrogate(item["key"]):
-                # The bulk write route refuses the whole request for one such key.
-                refuse(item["key"], BINARY_KEY)
-            else:
-                writable.append(item)
+            # The server refuses a whole request for one string that is not text (past the
+            # \udcXY byte escapes of a key): such an item is named here, the rest written.
+            if not _byte_key(item["key"]):
+                refuse(item["key"], NOT_A_BYTE)
+                continue
+            try:
+                item = _wire_item(item)
+            except UnicodeEncodeError:
+                refuse(item["key"], "the value holds a lone surrogate escape that is not a "
+                                    "byte (only \\udc80-\\udcff are)")
+                continue
+            if has_lone_surrogate(json.dumps(item.get("metadata"), ensure_ascii=False)):
+                refuse(item["key"], "the metadata holds a lone surrogate: it must be Unicode "
+                                    "text")
+                continue
+            writable.append(item)
         for kind, part, body in pack_json_items(writable, MAX_BODY_BYTES):
             if kind == "single":
                 refuse(part["key"], f"the item is {len(body)} bytes as JSON, over the REST "
@@ -357,11 +422,14 @@ class RestTarget(Target):
         return out
 
     def bulk_delete(self, keys):
+        # A name that spells no bytes would make the server refuse the whole request.
+        failed = [key for key in keys if not _byte_key(key)]
+        keys = [key for key in keys if _byte_key(key)]
         if not keys:
-            return {"successful_key_count": 0, "unsuccessful_keys": []}
+            return {"successful_key_count": 0, "unsuccessful_keys": failed}
         result, _ = self._bulk("POST", "/bulk/delete", keys)
         return {"successful_key_count": int(result.get("successful_key_count", 0)),
-                "unsuccessful_keys": list(result.get("unsuccessful_keys") or [])}
+                "unsuccessful_keys": failed + list(result.get("unsuccessful_keys") or [])}
 
 
 def open_rest_target(url: str, args) -> RestTarget:

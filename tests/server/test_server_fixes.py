@@ -163,7 +163,7 @@ def test_a_connection_whose_namespace_was_deleted_is_told_which_and_recovers(edg
         assert str(exc.value) == expected, args
     assert client.ping() is True  # the connection itself is fine
     # other namespace errors keep their own text
-    with pytest.raises(redis.ResponseError, match="namespace not found: 'nope'"):
+    with pytest.raises(redis.ResponseError, match='namespace not found: "nope"'):
         client.execute_command("KV.NAMESPACE", "GET", "nope")
 
     assert client.execute_command("SELECT", "0") in (b"OK", "OK", True)
