@@ -174,8 +174,8 @@ class PayloadCodec:
 
     def open(self, buf, offset: int, key_id: int, payload_len: int) -> bytes:
         """The plaintext payload of the encrypted record at ``buf[offset:]`` (its checksum
-        already verified); ``PayloadError`` when the tag fails.  The read path of every get
-        that misses the read cache: the key lookup is inline, errors go through ``_aead_for``."""
+        already verified); ``PayloadError`` when the tag fails.  Scans and verified reads use
+        it; ``Store.get_value``'s fast path does the same inline, straight from the mapping."""
         aead = self.aeads.get(key_id) or self._aead_for(key_id)
         start = offset + _H
         if payload_len < OVERHEAD:

@@ -118,6 +118,12 @@ class NamespaceNotFoundError(KVError):
     code = 10013
 
 
+class NamespaceDeletedError(NamespaceNotFoundError):
+    """The namespace a handle (``Namespace``) or a write names was deleted since: a
+    ``NamespaceNotFoundError`` that the RESP server can tell apart from a lookup by name,
+    to say which namespace a connection had selected."""
+
+
 class NamespaceExistsError(KVError):
     status = 400
     code = 10014

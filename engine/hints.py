@@ -195,15 +195,16 @@ class HintSpill:
         self.size = 0
         self.chunks = 0
 
+    def _aad(self, chunk: int, rows_len: int, keys_len: int, key_id: int) -> bytes:
+        return _SPILL_AAD.pack(b"EKVSPILL", self.seg_no, chunk, rows_len, keys_len, key_id)
+
     def write(self, rows: bytes, keys: bytes) -> bool:
         """Append one chunk; False (and nothing kept of it) when the file cannot take it."""
         key_id = 0
         body = rows + keys
         if self.codec is not None:
-            def aad_for(kid: int) -> bytes:
-                return _SPILL_AAD.pack(b"EKVSPILL", self.seg_no, self.chunks, len(rows),
-                                       len(keys), kid)
-            aad, body = self.codec.seal_blob(body, aad_for)
+            aad, body = self.codec.seal_blob(
+                body, lambda kid: self._aad(self.chunks, len(rows), len(keys), kid))
             key_id = aad[-1]
         data = _SPILL_CHUNK.pack(len(body), len(rows), len(keys), key_id) + body
         try:
@@ -230,14 +231,14 @@ class HintSpill:
             pos += _SPILL_CHUNK.size
             body = data[pos:pos + stored]
             pos += stored
-            if self.codec is not None or key_id:
-                if self.codec is None:
-                    raise HintError(f"spill file {self.path} is encrypted")
-                aad = _SPILL_AAD.pack(b"EKVSPILL", self.seg_no, chunk, rows_len, keys_len, key_id)
+            if self.codec is not None:
                 try:
-                    body = self.codec.open_blob(key_id, body, aad)
+                    body = self.codec.open_blob(key_id, body,
+                                                self._aad(chunk, rows_len, keys_len, key_id))
                 except ValueError as exc:
                     raise HintError(f"spill file {self.path}: {exc}") from None
+            elif key_id:
+                raise HintError(f"spill file {self.path} is encrypted")
             if len(body) != rows_len + keys_len:
                 raise HintError(f"spill file {self.path}: a chunk has the wrong length")
             rows.append(body[:rows_len])

@@ -19,7 +19,7 @@ from typing import Any, Iterable, NamedTuple
 
 from . import semantics
 from .catalog import NamespaceInfo
-from .errors import KVError, KVValidationError, NamespaceNotFoundError, quoted
+from .errors import KVError, KVValidationError, NamespaceDeletedError, quoted
 from .store import Entry, Store, Write
 
 _READ_CHUNK = 1024 * 1024
@@ -89,14 +89,14 @@ class Namespace:
         """Looked up on every use: a rename, flush or delete elsewhere is seen at once."""
         info = self._by_id.get(self.id)
         if info is None:
-            raise NamespaceNotFoundError("namespace not found")
+            raise NamespaceDeletedError("namespace not found")
         return info
 
     @property
     def number(self) -> int:
         info = self._by_id.get(self.id)
         if info is None:
-            raise NamespaceNotFoundError("namespace not found")
+            raise NamespaceDeletedError("namespace not found")
         return info.number
 
     @property
@@ -115,7 +115,7 @@ class Namespace:
                 return self._get_one(key, type, cache_ttl, with_metadata=False)
             info = self._by_id.get(self.id)
             if info is None:
-                raise NamespaceNotFoundError("namespace not found", op="GET")
+                raise NamespaceDeletedError("namespace not found", op="GET")
             try:
                 value = self.store.get_value(info.number, raw_key)
             except KVError as exc:

@@ -49,7 +49,7 @@ from .codec import (COMPRESSION_LEVEL, DEFAULT_COMPRESSION_THRESHOLD, NONCE_SIZE
 from .catalog import (CATALOG_NS, DEFAULT_TITLE, Catalog, NamespaceInfo, encode_deletion,
                       encode_entry, new_namespace_id)
 from .durability import GroupCommit, UnflushedWritesError
-from .errors import (CorruptionError, NamespaceNotFoundError, StoreClosedError,
+from .errors import (CorruptionError, NamespaceDeletedError, StoreClosedError,
                      StoreError, TooManyRequestsError, WriteFailedError)
 from .expiry import ExpiryTracker
 from .index import (KeyIndex, MAX_SEGMENT_NO, index_key, location_segment, ns_prefix,
@@ -70,8 +70,6 @@ _KEY_START = rec.HEADER_SIZE + rec.PAYLOAD_PREFIX_SIZE
 _H = rec.HEADER_SIZE
 #: buckets of ``Store._removal_marks`` (512 KiB)
 _REMOVAL_BUCKETS = 1 << 16
-_NONCE_SIZE = NONCE_SIZE
-_SEALED_OVERHEAD = OVERHEAD
 _PREFIX_UNPACK = rec.PAYLOAD_PREFIX.unpack_from
 _CHECKSUM = rec.xxhash.xxh3_64_intdigest
 _TRANSFORMED = rec.FLAG_ENCRYPTED | rec.FLAG_COMPRESSED
@@ -96,8 +94,6 @@ _IOV_BATCH = 512  # buffers per writev call; Linux's IOV_MAX is 1024
 
 def _system_clock_ms() -> int:
     return time.time_ns() // 1_000_000
-
-
 
 
 @dataclass(slots=True)
@@ -681,16 +677,17 @@ class Store:
         old.seal()
         self._active = new
         log.info("sealed segment %d (%d bytes); writing to %d", old.seg_no, old.size, new.seg_no)
-        keep = next_no is None and columns is not None and columns.seg_no == old.seg_no
-        if columns is not None and not keep:
+        if columns is not None and (next_no is not None or columns.seg_no != old.seg_no):
             columns.discard()  # compaction seals the active segment only to rewrite it
+            columns = None
         if next_no is None:
-            if keep:
+            if columns is not None:
                 pending = self._sealed_hints
                 pending[old.seg_no] = columns
                 # The hint writer is paused while compaction runs; segments sealed meanwhile
-                # must not pile up their entries (some 12 MiB for a full segment).  Past the
-                # budget the oldest give theirs up and are scanned when their turn comes.
+                # must not pile up their entries (some 12 MiB for a full segment, in memory or
+                # in its spill file).  Past the budget the oldest give theirs up and are
+                # scanned when their turn comes.
                 while len(pending) > 1 and (sum(c.nbytes for c in pending.values())
                                             > self.pending_hint_bytes):
                     pending.pop(min(pending)).discard()
@@ -991,7 +988,7 @@ class Store:
             if not w.catalog and w.ns not in live:
                 # Checked under the lock: a delete or flush that won the race makes the write
                 # fail rather than land, acknowledged, under a dead namespace number.
-                raise NamespaceNotFoundError("namespace not found")
+                raise NamespaceDeletedError("namespace not found")
         seq = self._seq
         pending: list = []  # buffers not yet written
         #: (write, seq, offset, size, header flags, key id), not applied yet
@@ -1329,16 +1326,17 @@ class Store:
         only makes it look touched (one bucket in 65,536)."""
         with self._lock:  # the location and the bytes it points to, read together
             loc = self.lookup(ns, key)
-            if loc is None:
-                return -self._removal_marks[self._removal_bucket(ns, key)]
-            seg_no, offset, _ = unpack_location(loc)
-            seg = self._segments.get(seg_no)
-            if seg is not None:
-                head = self._read_bytes(seg, offset, rec.HEADER_SIZE)
-                if len(head) == rec.HEADER_SIZE:
-                    return rec.parse_header(head).seq
-        entry = self.read_entry(ns, key)  # not expected: the verified, slower way
-        return -self._removal_marks[self._removal_bucket(ns, key)] if entry is None else entry.seq
+            if loc is not None:
+                seg_no, offset, _ = unpack_location(loc)
+                seg = self._segments.get(seg_no)
+                if seg is not None:
+                    head = self._read_bytes(seg, offset, rec.HEADER_SIZE)
+                    if len(head) == rec.HEADER_SIZE:
+                        return rec.parse_header(head).seq
+        entry = None if loc is None else self.read_entry(ns, key)  # not expected: verified
+        if entry is not None:
+            return entry.seq
+        return -self._removal_marks[self._removal_bucket(ns, key)]
 
     def read_entry(self, ns: int, key: bytes) -> Entry | None:
         """The key's stored value, expiration and metadata, verified; None when absent."""
@@ -1398,10 +1396,10 @@ class Store:
                 # PayloadCodec.open, inline and straight from the mapping: the call and a
                 # copy of the record were a fifth of what a sealed record adds to this path.
                 aead = self._codec.aeads.get(kid)
-                if aead is None or plen < _SEALED_OVERHEAD:
+                if aead is None or plen < OVERHEAD:
                     raise _FullPath
                 at = base + _H
-                buf = aead.decrypt(src[at:at + _NONCE_SIZE], src[at + _NONCE_SIZE:at + plen],
+                buf = aead.decrypt(src[at:at + NONCE_SIZE], src[at + NONCE_SIZE:at + plen],
                                    src[base + 8:at])
                 start = _PREFIX_SIZE
             else:

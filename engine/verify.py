@@ -28,8 +28,7 @@ from dataclasses import dataclass, field
 from . import crypto
 from . import record as rec
 from .codec import PayloadCodec
-from . import compaction
-from .compaction import MANIFEST
+from .compaction import MANIFEST, RENUMBER_ABOVE
 from .errors import StoreError
 from .hints import HINT_SUFFIX, HintError, hint_name, parse_hint
 from .lockfile import DirectoryLock
@@ -112,7 +111,7 @@ def _verify(path: str, now_ms: int, codec: PayloadCodec) -> VerifyReport:
     if MANIFEST in names:
         report.notes.append("an interrupted compaction will be finished when the store opens")
     numbers = _segment_numbers(path)
-    if numbers and numbers[-1] > compaction.RENUMBER_ABOVE:
+    if numbers and numbers[-1] > RENUMBER_ABOVE:
         report.notes.append(f"segment numbers reach {numbers[-1]}; opening renumbers the "
                             f"segments from 1")
     latest: dict[bytes, tuple[int, bool, int]] = {}  # ikey -> (seq, tombstone, expire_ms)

@@ -13,7 +13,8 @@ import logging
 import time
 
 from engine import KVError, Namespace
-from engine.errors import CorruptionError, NamespaceNotFoundError, WriteFailedError
+from engine.errors import (CorruptionError, NamespaceDeletedError, NamespaceNotFoundError,
+                           WriteFailedError)
 
 from . import command_table
 from .commands import HANDLERS, CommandError
@@ -161,8 +162,7 @@ class Session:
         except KVError as exc:
             if op is not None:
                 exc.with_op(op)
-            if (isinstance(exc, NamespaceNotFoundError)
-                    and exc.message == "namespace not found" and self.namespace_deleted()):
+            if isinstance(exc, NamespaceDeletedError) and self.namespace_deleted():
                 return encode_error(self.deleted_namespace_error())
             return encode_error(kv_error_text(exc))
         except Exception:

@@ -165,6 +165,14 @@ def start_server(data_dir: Path, log_path: Path, *extra: str, fsync: str = "alwa
     raise RuntimeError(f"edgekv did not start listening on {port}:\n{server.log()}")
 
 
+def module_server(tmp_path_factory, name: str, *extra: str, fsync: str):
+    """The body of a module-scoped server fixture: ``yield from module_server(...)``."""
+    tmp = tmp_path_factory.mktemp(name)
+    server = start_server(tmp / "data", tmp / "server.log", *extra, fsync=fsync)
+    yield server
+    server.stop()
+
+
 @pytest.fixture
 def server_factory(tmp_path):
     started: list[ServerProcess] = []

@@ -16,7 +16,7 @@ import redis
 
 from engine import semantics
 from engine.errors import KVValidationError
-from tests.server.conftest import start_server
+from tests.server.conftest import module_server
 
 INVALID = "invalid expire time in '{}' command"
 NOT_INTEGER = "value is not an integer or out of range"
@@ -32,10 +32,7 @@ class Err(str):
 
 @pytest.fixture(scope="module")
 def edgekv(tmp_path_factory):
-    tmp = tmp_path_factory.mktemp("edge")
-    server = start_server(tmp / "data", tmp / "server.log", "--min-ttl", "60", fsync="everysec")
-    yield server
-    server.stop()
+    yield from module_server(tmp_path_factory, "edge", "--min-ttl", "60", fsync="everysec")
 
 
 @pytest.fixture

@@ -8,15 +8,12 @@ from __future__ import annotations
 import pytest
 import redis
 
-from tests.server.conftest import raw_replies as raw, resp_command as cmd, start_server
+from tests.server.conftest import module_server, raw_replies as raw, resp_command as cmd
 
 
 @pytest.fixture(scope="module")
 def edgekv(tmp_path_factory):
-    tmp = tmp_path_factory.mktemp("fixes")
-    server = start_server(tmp / "data", tmp / "server.log", "--min-ttl", "60", fsync="everysec")
-    yield server
-    server.stop()
+    yield from module_server(tmp_path_factory, "fixes", "--min-ttl", "60", fsync="everysec")
 
 
 @pytest.fixture

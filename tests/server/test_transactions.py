@@ -14,16 +14,13 @@ import pytest
 import redis
 import redis.asyncio
 
-from tests.server.conftest import (raw_replies as raw, resp_command as cmd, start_server,
+from tests.server.conftest import (module_server, raw_replies as raw, resp_command as cmd,
                                    watched_exec)
 
 
 @pytest.fixture(scope="module")
 def edgekv(tmp_path_factory):
-    tmp = tmp_path_factory.mktemp("multi")
-    server = start_server(tmp / "data", tmp / "server.log", "--min-ttl", "1", fsync="always")
-    yield server
-    server.stop()
+    yield from module_server(tmp_path_factory, "multi", "--min-ttl", "1", fsync="always")
 
 
 @pytest.fixture(params=[2, 3], ids=["resp2", "resp3"])
